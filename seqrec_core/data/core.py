@@ -1,0 +1,291 @@
+"""Interaction tables → filtered, remapped, chronologically ordered CSR sequences
+with a leave-one-out split. See ``docs/protocol.md`` for the exact rules."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from seqrec_core.errors import DataError
+
+Split = Literal["train", "valid", "test"]
+PAD = 0
+
+
+@dataclass
+class RawData:
+    """What a dataset plugin returns.
+
+    ``interactions``: columns ``user``, ``item`` and optionally ``timestamp``
+    (numeric) and ``rating``; rows in the original file order (the tie-break for
+    equal timestamps). Without ``timestamp`` the file order is the time order.
+    ``items``: optional metadata indexed by raw item id, with at least ``title``
+    (other columns, e.g. ``year``, ``genres``, are kept as they are).
+    ``users``: optional metadata indexed by raw user id.
+    """
+
+    interactions: pd.DataFrame
+    items: pd.DataFrame | None = None
+    users: pd.DataFrame | None = None
+
+
+class DatasetSource(Protocol):
+    """The interface a dataset plugin class implements."""
+
+    name: str
+    Options: type[BaseModel]
+
+    def load(self, options: Any) -> RawData: ...
+
+    def fingerprint(self, options: Any) -> str:
+        """A string that changes when the source files change (sizes, mtimes)."""
+        ...
+
+
+class IdMap:
+    """Raw ids ↔ internal ids. ``offset`` is 1 for items (0 is padding), 0 for users."""
+
+    def __init__(self, raw: np.ndarray, offset: int):
+        self.raw = np.asarray(raw)
+        self.offset = offset
+        self._index: dict[Any, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def _lookup(self) -> dict[Any, int]:
+        if self._index is None:
+            self._index = {k: i + self.offset for i, k in enumerate(self.raw.tolist())}
+        return self._index
+
+    def to_internal(self, raw_ids: Any) -> np.ndarray:
+        """Internal ids of ``raw_ids``; raises ``KeyError`` naming an unknown id."""
+        index = self._lookup()
+        out = []
+        for r in np.atleast_1d(np.asarray(raw_ids)).tolist():
+            key = _coerce(r, self.raw.dtype)
+            if key not in index:
+                raise KeyError(r)
+            out.append(index[key])
+        return np.asarray(out, dtype=np.int64)
+
+    def to_raw(self, internal: Any) -> np.ndarray:
+        idx = np.asarray(internal, dtype=np.int64) - self.offset
+        return self.raw[idx]
+
+    def digest(self) -> str:
+        """SHA-256 of the raw ids in internal order: identifies the mapping."""
+        return hashlib.sha256(json.dumps(self.raw.tolist()).encode()).hexdigest()
+
+
+def _coerce(value: Any, dtype: np.dtype) -> Any:
+    if dtype.kind in "iu":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return value
+    return str(value)
+
+
+def _raw_id_array(values: np.ndarray) -> np.ndarray:
+    """Raw ids as a non-object array (ints if they all are, else unicode)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
+        return arr.astype(np.int64)
+    return arr.astype(str)
+
+
+def validate_interactions(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    missing = [c for c in ("user", "item") if c not in df.columns]
+    if missing:
+        raise DataError(f"{source}: interaction table lacks column(s) {missing}")
+    for col in ("user", "item"):
+        if df[col].isna().any():
+            row = int(np.flatnonzero(df[col].isna().to_numpy())[0])
+            raise DataError(f"{source}: row {row + 1}: empty {col} id")
+    if "timestamp" in df.columns and not pd.api.types.is_numeric_dtype(df["timestamp"]):
+        raise DataError(
+            f"{source}: column 'timestamp' must be numeric, got {df['timestamp'].dtype}"
+        )
+    return df
+
+
+def filter_interactions(
+    df: pd.DataFrame, min_rating: float | None = None, user_core: int = 0, item_core: int = 0
+) -> pd.DataFrame:
+    """Rating threshold, then iterative k-core, keeping the original row order."""
+    if min_rating is not None:
+        if "rating" not in df.columns:
+            raise DataError("dataset.min_rating is set but this dataset has no ratings; remove it")
+        df = df[df["rating"] >= min_rating]
+    return kcore(df, user_core, item_core)
+
+
+def kcore(df: pd.DataFrame, user_core: int, item_core: int) -> pd.DataFrame:
+    """Drop users with < ``user_core`` and items with < ``item_core`` interactions,
+    repeatedly, until both hold for every remaining row (a fixed point)."""
+    if user_core <= 1 and item_core <= 1:
+        return df
+    users, _ = pd.factorize(df["user"])
+    items, _ = pd.factorize(df["item"])
+    keep = np.ones(len(df), dtype=bool)
+    while True:
+        u_cnt = np.bincount(users[keep], minlength=users.max() + 1 if len(users) else 0)
+        i_cnt = np.bincount(items[keep], minlength=items.max() + 1 if len(items) else 0)
+        bad = keep & ((u_cnt[users] < user_core) | (i_cnt[items] < item_core))
+        if not bad.any():
+            break
+        keep &= ~bad
+    return df[keep]
+
+
+@dataclass
+class SequenceData:
+    """Chronological item sequences in CSR form with a leave-one-out split.
+
+    Users are rows ``0..n_users-1``; items are ``1..n_items`` with 0 as padding.
+    ``items[offsets[u]:offsets[u+1]]`` is user ``u``'s whole sequence. A user with
+    at least 3 interactions has their last item as test target, the second to
+    last as validation target and the rest as training; shorter users are
+    training only.
+    """
+
+    name: str
+    offsets: np.ndarray  # int64 [n_users + 1]
+    items: np.ndarray  # int64 [n_interactions], internal ids 1..n_items
+    user_map: IdMap
+    item_map: IdMap
+    item_meta: pd.DataFrame = field(default_factory=pd.DataFrame)  # index = internal id (1..)
+    user_meta: pd.DataFrame = field(default_factory=pd.DataFrame)  # index = internal row
+
+    # ---------------------------------------------------------------- sizes
+    @property
+    def n_users(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_map)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def train_lengths(self) -> np.ndarray:
+        n = self.lengths
+        return np.where(n >= 3, n - 2, n)
+
+    def eval_users(self, split: Split) -> np.ndarray:
+        if split == "train":
+            raise ValueError("the train split has no held-out targets")
+        return np.flatnonzero(self.lengths >= 3)
+
+    def targets(self, split: Split, users: np.ndarray | None = None) -> np.ndarray:
+        users = self.eval_users(split) if users is None else np.asarray(users)
+        back = 2 if split == "valid" else 1
+        return self.items[self.offsets[users + 1] - back]
+
+    def history_bounds(self, split: Split, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[start, end) of each user's input history for ``split``.
+
+        train/valid: the training part; test: everything but the last item.
+        """
+        users = np.asarray(users)
+        start = self.offsets[users]
+        if split == "test":
+            end = self.offsets[users + 1] - np.where(self.lengths[users] >= 3, 1, 0)
+        else:
+            end = start + self.train_lengths[users]
+        return start, end
+
+    def padded(self, split: Split, users: np.ndarray, max_len: int | None = None) -> np.ndarray:
+        """Histories as a left-padded ``[len(users), max_len]`` int64 matrix (0 = pad),
+        keeping the last ``max_len`` items; ``max_len=None`` fits the longest."""
+        start, end = self.history_bounds(split, users)
+        if max_len is None:
+            max_len = int((end - start).max(initial=1))
+        pos = end[:, None] - max_len + np.arange(max_len)[None, :]
+        valid = pos >= start[:, None]
+        out = self.items[np.where(valid, pos, 0)] if len(self.items) else np.zeros_like(pos)
+        return np.where(valid, out, PAD).astype(np.int64)
+
+    def train_item_counts(self) -> np.ndarray:
+        """Interactions per item in the training part, ``[n_items + 1]`` (index 0 = pad)."""
+        start, end = self.history_bounds("train", np.arange(self.n_users))
+        mask = np.zeros(len(self.items) + 1, dtype=np.int64)
+        np.add.at(mask, start, 1)
+        np.add.at(mask, end, -1)
+        in_train = np.cumsum(mask)[:-1] > 0
+        return np.bincount(self.items[in_train], minlength=self.n_items + 1)
+
+    def titles(self, internal_ids: Any) -> list[str]:
+        ids = np.atleast_1d(np.asarray(internal_ids, dtype=np.int64))
+        if "title" in self.item_meta.columns:
+            col = self.item_meta["title"]
+            return [str(col.get(int(i), f"item {self.item_map.to_raw(i)}")) for i in ids]
+        return [f"item {r}" for r in self.item_map.to_raw(ids)]
+
+    def stats(self) -> dict[str, Any]:
+        n_inter = int(len(self.items))
+        n_eval = int((self.lengths >= 3).sum())
+        return {
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": n_inter,
+            "density": n_inter / max(1, self.n_users * self.n_items),
+            "avg_length": n_inter / max(1, self.n_users),
+            "train_interactions": int(self.train_lengths.sum()),
+            "valid_users": n_eval,
+            "test_users": n_eval,
+        }
+
+
+def build_sequences(
+    name: str,
+    df: pd.DataFrame,
+    items_meta: pd.DataFrame | None = None,
+    users_meta: pd.DataFrame | None = None,
+) -> SequenceData:
+    """Remap ids (users 0.., items 1.. by sorted raw id) and order each user's
+    interactions by timestamp, ties broken by original row order."""
+    if len(df) == 0:
+        raise DataError(
+            f"dataset '{name}' is empty after filtering; lower dataset.min_rating / "
+            "user_core / item_core"
+        )
+    user_codes, user_raw = pd.factorize(df["user"], sort=True)
+    item_codes, item_raw = pd.factorize(df["item"], sort=True)
+    order_keys = [np.arange(len(df))]
+    if "timestamp" in df.columns:
+        order_keys.append(df["timestamp"].to_numpy())
+    order_keys.append(user_codes)
+    order = np.lexsort(order_keys)  # last key is primary; lexsort is stable
+    users_sorted = user_codes[order]
+    items = item_codes[order].astype(np.int64) + 1
+    counts = np.bincount(users_sorted, minlength=len(user_raw))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    item_map = IdMap(_raw_id_array(np.asarray(item_raw)), offset=1)
+    user_map = IdMap(_raw_id_array(np.asarray(user_raw)), offset=0)
+    item_df = pd.DataFrame(index=pd.RangeIndex(1, len(item_map) + 1, name="item"))
+    if items_meta is not None and len(items_meta):
+        meta = items_meta.copy()
+        meta.index = [_coerce(i, item_map.raw.dtype) for i in meta.index]
+        item_df = meta.reindex(item_map.raw.tolist())
+        item_df.index = pd.RangeIndex(1, len(item_map) + 1, name="item")
+    user_df = pd.DataFrame(index=pd.RangeIndex(0, len(user_map), name="user"))
+    if users_meta is not None and len(users_meta):
+        meta = users_meta.copy()
+        meta.index = [_coerce(i, user_map.raw.dtype) for i in meta.index]
+        user_df = meta.reindex(user_map.raw.tolist())
+        user_df.index = pd.RangeIndex(0, len(user_map), name="user")
+    return SequenceData(name, offsets, items, user_map, item_map, item_df, user_df)

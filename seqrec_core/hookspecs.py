@@ -1,0 +1,134 @@
+"""Every hook a seqrec plugin can implement — the plugin author's contract.
+
+A plugin is any module or object with functions decorated by
+``@seqrec_core.hookimpl`` whose names match the specs below. Installed
+distributions expose plugins through the ``seqrec`` entry-point group::
+
+    [project.entry-points.seqrec]
+    mymodel = "my_package.plugin_module"
+
+Registration hooks follow the ``register_*(register)`` style: seqrec hands the
+plugin a ``register`` callable, and the plugin calls it once per component it
+provides. A component is a class (or object) with
+
+* ``name`` — the unique name recipes refer to (``model: {name: sasrec}``);
+* ``Options`` — a pydantic model of the component's recipe options (optional;
+  defaults to "no options"). Unknown keys are rejected against it, so users get
+  "did you mean" help for typos.
+
+Two plugins registering the same name in one kind is an error that names both.
+
+Training callbacks use a second set of hooks, :class:`CallbackSpec`, named after
+the training lifecycle (tox style)::
+
+    on_fit_start
+      ├─ on_epoch_start
+      │    ├─ on_batch_end            (every training batch)
+      ├─ on_validation_end            (after each full-ranking validation)
+      ├─ on_checkpoint_saved          (best/last written)
+      ├─ on_epoch_end
+      ├─ on_early_stop                (only when patience runs out)
+    on_fit_end                        (always, with final test metrics)
+
+A registered callback class is instantiated per run with its validated options
+and registered into that run's own plugin manager; it implements any subset of
+the ``CallbackSpec`` hooks with ``@seqrec_core.hookimpl``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("seqrec")
+
+Register = Callable[..., None]
+
+
+class RegistrationSpec:
+    """Hooks through which plugins contribute components."""
+
+    @hookspec
+    def register_datasets(self, register: Register) -> None:
+        """Register dataset loaders.
+
+        Call ``register(DatasetClass)`` for each. A dataset class has ``name``,
+        ``Options`` (pydantic) and implements :class:`seqrec_core.data.DatasetSource`:
+        ``load(options) -> RawData`` returning an interaction table in file order
+        plus optional item/user metadata, and ``fingerprint(options) -> str`` that
+        changes whenever the underlying files change (used as the processed-data
+        cache key).
+        """
+
+    @hookspec
+    def register_models(self, register: Register) -> None:
+        """Register recommendation models.
+
+        Call ``register(ModelClass)`` for each. A model class subclasses
+        :class:`seqrec_core.model.Recommender`, has ``name`` and ``Options`` and is
+        built as ``ModelClass(options, n_items)``.
+        """
+
+    @hookspec
+    def register_metrics(self, register: Register) -> None:
+        """Register ranking metrics.
+
+        Call ``register(metric)`` for each. A metric has ``name`` (e.g. ``"ndcg"``),
+        ``at_k`` (whether it is reported per cut-off ``@K``) and
+        ``compute(result: RankingResult, k: int | None) -> float``.
+        """
+
+    @hookspec
+    def register_callbacks(self, register: Register) -> None:
+        """Register training callbacks (TensorBoard, console, GPU monitor, …).
+
+        Call ``register(CallbackClass)`` for each. Recipes enable callbacks by
+        name under ``callbacks:``; the class is built as ``CallbackClass(options)``
+        and implements hooks of :class:`CallbackSpec`.
+        """
+
+
+class CallbackSpec:
+    """Lifecycle hooks of one training run. ``event`` is a dict that is also
+    written, one JSON line per event, to the run's ``events.jsonl``; the keys
+    are documented per hook."""
+
+    @hookspec
+    def on_fit_start(self, run: Any, event: dict) -> None:
+        """Training is about to start. ``event``: run name, model, dataset
+        statistics, number of parameters, epochs, batches per epoch, seed."""
+
+    @hookspec
+    def on_epoch_start(self, run: Any, event: dict) -> None:
+        """An epoch starts. ``event``: epoch (1-based), batches."""
+
+    @hookspec
+    def on_batch_end(self, run: Any, event: dict) -> None:
+        """A training batch finished. ``event``: epoch, batch, batches, loss,
+        lr, tokens (number of predicted positions in the batch)."""
+
+    @hookspec
+    def on_validation_end(self, run: Any, event: dict) -> None:
+        """Validation finished. ``event``: epoch, metrics (name → value)."""
+
+    @hookspec
+    def on_epoch_end(self, run: Any, event: dict) -> None:
+        """An epoch finished. ``event``: epoch, train_loss, valid metrics,
+        monitor value, best value and epoch, epochs without improvement,
+        patience, epoch_time, tokens_per_s, lr."""
+
+    @hookspec
+    def on_checkpoint_saved(self, run: Any, event: dict) -> None:
+        """A checkpoint file was written atomically. ``event``: kind
+        (``best``/``last``), path, epoch."""
+
+    @hookspec
+    def on_early_stop(self, run: Any, event: dict) -> None:
+        """Patience ran out. ``event``: epoch, best epoch, best value, monitor."""
+
+    @hookspec
+    def on_fit_end(self, run: Any, event: dict) -> None:
+        """Training ended (normally, early or with an error). ``event``: status,
+        best epoch, best valid metrics, test metrics, total time."""

@@ -1,0 +1,595 @@
+"""The training loop: windows → loss → optimizer, validation, early stopping,
+checkpoints, resume. Callbacks are reached only through the event bus hooks.
+
+One :class:`Trainer` trains one model with one seed. Training windows are cut
+on the fly from the CSR sequences, on the training device: the whole training
+set lives there as one flat tensor, so data loading is an index operation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqrec_core import checkpoint as ckpt_io
+from seqrec_core.data.core import SequenceData
+from seqrec_core.errors import SeqrecError
+from seqrec_core.evaluate import evaluate
+from seqrec_core.events import EVENTS_FILE, EventBus
+from seqrec_core.losses import compute_loss
+from seqrec_core.plugins import Registry
+from seqrec_core.recipe import Recipe
+
+
+@dataclass
+class RunContext:
+    """What callbacks see as ``run``."""
+
+    name: str
+    run_dir: Path
+    checkpoint_dir: Path
+    recipe: Recipe
+    model: Any
+    data: SequenceData
+    seed: int
+    device: torch.device
+    optimizer: Any = None
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved (higher is better) for ``patience`` evaluations."""
+
+    monitor: str
+    patience: int
+    best_value: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record ``value`` for ``epoch``; return whether it is a new best."""
+        if value > self.best_value:
+            self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+# ------------------------------------------------------------------ windows
+
+
+def window_bounds(data: SequenceData, width: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """[start, end) item ranges of the training windows (at most ``width`` items).
+
+    ``last``: one window per user, the most recent ``width`` training items.
+    ``sliding``: also earlier windows, every ``width - 1`` items, so that every
+    training target of a long history is predicted once.
+    """
+    users = np.arange(data.n_users)
+    start, end = data.history_bounds("train", users)
+    keep = end - start >= 2  # a window needs an input and a target
+    start, end = start[keep], end[keep]
+    if mode == "last":
+        return start, end
+    step = max(1, width - 1)
+    n_win = np.maximum(1, np.ceil((end - start - 1) / step).astype(np.int64))
+    rep_start = np.repeat(start, n_win)
+    offset = np.arange(n_win.sum()) - np.repeat(np.cumsum(n_win) - n_win, n_win)
+    rep_end = np.repeat(end, n_win) - offset * step
+    return rep_start, rep_end
+
+
+def gather_windows(
+    items: torch.Tensor, start: torch.Tensor, end: torch.Tensor, width: int
+) -> torch.Tensor:
+    """Left-padded ``[B, width]`` matrix of ``items[max(start, end-width):end]`` rows."""
+    pos = end[:, None] - width + torch.arange(width, device=items.device)[None, :]
+    valid = pos >= start[:, None]
+    return torch.where(
+        valid, items[pos.clamp(min=0)], torch.zeros((), dtype=items.dtype, device=items.device)
+    )
+
+
+# ------------------------------------------------------------------ schedulers
+
+
+class LRSchedule:
+    """The recipe's scheduler with linear warm-up, stepped per batch (and per
+    validation for ``plateau``)."""
+
+    def __init__(
+        self, cfg: Any, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int
+    ):
+        self.cfg = cfg
+        self.warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        total = max(1, steps_per_epoch * epochs)
+        self.step_count = 0
+        sched = torch.optim.lr_scheduler
+        self.plateau = None
+        if cfg.name == "onecycle":
+            pct = self.warmup / total if self.warmup else 0.3
+            self.per_step = sched.OneCycleLR(
+                optimizer,
+                max_lr=[g["lr"] for g in optimizer.param_groups],
+                total_steps=total + 1,
+                pct_start=min(max(pct, 1e-3), 0.99),
+                cycle_momentum=False,
+            )
+            return
+        base_lr = optimizer.param_groups[0]["lr"]
+        min_ratio = cfg.min_lr / base_lr if base_lr else 0.0
+
+        def factor(step: int) -> float:
+            warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+            if cfg.name == "step":
+                return warm * cfg.gamma ** ((step // max(1, steps_per_epoch)) // cfg.step_size)
+            if cfg.name == "cosine":
+                progress = min(1.0, step / total)
+                return warm * (
+                    min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+                )
+            return warm
+
+        if cfg.name == "plateau":
+            self.plateau = sched.ReduceLROnPlateau(
+                optimizer,
+                mode="max",
+                factor=cfg.gamma,
+                patience=cfg.plateau_patience,
+                min_lr=cfg.min_lr,
+            )
+            # Warm-up only; after it the plateau scheduler owns the learning rate.
+            self.per_step = sched.LambdaLR(
+                optimizer, lambda s: min(1.0, (s + 1) / self.warmup) if self.warmup else 1.0
+            )
+        else:
+            self.per_step = sched.LambdaLR(optimizer, factor)
+
+    def step_batch(self) -> None:
+        self.step_count += 1
+        if self.plateau is None or self.step_count <= self.warmup:
+            self.per_step.step()
+
+    def step_validation(self, value: float) -> None:
+        if self.plateau is not None and self.step_count >= self.warmup:
+            self.plateau.step(value)
+
+    def state_dict(self) -> dict:
+        return {
+            "step_count": self.step_count,
+            "per_step": self.per_step.state_dict(),
+            "plateau": self.plateau.state_dict() if self.plateau else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = state["step_count"]
+        self.per_step.load_state_dict(state["per_step"])
+        if self.plateau is not None and state.get("plateau"):
+            self.plateau.load_state_dict(state["plateau"])
+
+
+def build_optimizer(
+    cfg: Any, model: torch.nn.Module, device: torch.device
+) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs: dict[str, Any] = {
+        "lr": cfg.lr,
+        "betas": tuple(cfg.betas),
+        "weight_decay": cfg.weight_decay,
+    }
+    if device.type == "cuda":
+        kwargs["fused"] = True
+    return cls(params, **kwargs)
+
+
+# ------------------------------------------------------------------ trainer
+
+
+@dataclass
+class FitResult:
+    run: str
+    seed: int
+    status: str
+    best_epoch: int
+    best_value: float
+    valid: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+    epochs_run: int = 0
+    total_time: float = 0.0
+    checkpoint: Path | None = None
+
+
+class Trainer:
+    def __init__(
+        self,
+        recipe: Recipe,
+        registry: Registry,
+        data: SequenceData,
+        seed: int,
+        run_name: str,
+        device: torch.device,
+        callbacks: list[Any] | None = None,
+    ):
+        self.recipe = recipe
+        self.registry = registry
+        self.data = data
+        self.seed = seed
+        self.device = device
+        self.cfg = recipe.train
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        model_cls = registry.get("models", recipe.model.name)
+        self.model = model_cls(recipe.model_options, data.n_items)
+        self.model.prepare(data)
+        self.model.to(device)
+        self.metrics = [registry.get("metrics", m) for m in recipe.eval.metrics]
+        run_dir = Path(recipe.output.runs_dir) / run_name
+        self.ctx = RunContext(
+            name=run_name,
+            run_dir=run_dir,
+            checkpoint_dir=Path(recipe.output.checkpoints_dir) / run_name,
+            recipe=recipe,
+            model=self.model,
+            data=data,
+            seed=seed,
+            device=device,
+        )
+        self.callbacks = callbacks or []
+        self.stopper = EarlyStopping(self.cfg.monitor, self.cfg.patience)
+        self.history: list[dict[str, Any]] = []
+
+    # -------------------------------------------------------------- helpers
+    @property
+    def best_path(self) -> Path:
+        return self.ctx.checkpoint_dir / "best.safetensors"
+
+    @property
+    def last_path(self) -> Path:
+        return self.ctx.checkpoint_dir / "last.safetensors"
+
+    def _meta(self, kind: str, epoch: int, metrics: dict) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "run": self.ctx.name,
+            "model": {
+                "name": self.recipe.model.name,
+                "options": self.recipe.model_options.model_dump(mode="json"),
+                "n_items": self.data.n_items,
+                "objective": self.model.objective,
+            },
+            "dataset": ckpt_io.item_metadata(self.data),
+            "recipe": self.recipe.to_dict(),
+            "metrics": metrics,
+            "epoch": epoch,
+            "seed": self.seed,
+        }
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v for k, v in self.model.state_dict().items()}
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        return evaluate(
+            self.model,
+            self.data,
+            split,  # type: ignore[arg-type]
+            self.metrics,
+            self.recipe.eval.ks,
+            self.recipe.eval.filter_seen,
+            self.recipe.eval.batch_size,
+            self.device,
+        )
+
+    def _monitor_value(self, metrics: dict[str, float]) -> float:
+        if self.cfg.monitor not in metrics:
+            raise SeqrecError(
+                f"train.monitor '{self.cfg.monitor}' is not among the validation metrics "
+                f"({', '.join(metrics)}); pick one of them"
+            )
+        return metrics[self.cfg.monitor]
+
+    def _save_history(self) -> None:
+        """Histories of all users, so the checkpoint can recommend for a user id."""
+        path = self.ctx.checkpoint_dir / "histories.safetensors"
+        users = self.data.user_map.raw
+        meta = {"dataset": self.data.name, "item_map_digest": self.data.item_map.digest()}
+        tensors = {
+            "offsets": torch.from_numpy(self.data.offsets),
+            "items": torch.from_numpy(self.data.items.astype(np.int32)),
+        }
+        if users.dtype.kind in "iu":
+            tensors["user_ids"] = torch.from_numpy(users.astype(np.int64))
+        else:
+            meta["user_ids"] = users.tolist()
+        ckpt_io.save_checkpoint(path, tensors, {"kind": "histories", **meta})
+
+    def _save_last(
+        self, epoch: int, optimizer, schedule, gen: torch.Generator, finished: bool
+    ) -> None:
+        tensors = self._weights()
+        opt_tensors, opt_info = ckpt_io.optimizer_tensors(optimizer)
+        tensors.update(opt_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.gen"] = gen.get_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = self._meta("last", epoch, self.history[-1]["metrics"] if self.history else {})
+        meta["trainer"] = {
+            "epoch": epoch,
+            "finished": finished,
+            "optimizer": opt_info,
+            "schedule": schedule.state_dict(),
+            "stopper": vars(self.stopper),
+            "history": self.history,
+        }
+        ckpt_io.save_checkpoint(self.last_path, tensors, meta)
+
+    # -------------------------------------------------------------- fit
+    def fit(self, resume: bool = False) -> FitResult:
+        t_start = time.perf_counter()
+        self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        bus = EventBus(self.ctx.run_dir / EVENTS_FILE, self.callbacks, run=self.ctx)
+        status = "failed"
+        result = FitResult(self.ctx.name, self.seed, status, 0, math.nan)
+        try:
+            result = self._fit(bus, resume, t_start)
+            status = result.status
+            return result
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            if status in ("failed", "interrupted"):
+                bus.emit(
+                    "fit_end",
+                    status=status,
+                    best_epoch=self.stopper.best_epoch,
+                    best_value=self.stopper.best_value,
+                    valid={},
+                    test={},
+                    total_time=time.perf_counter() - t_start,
+                    params=self.model.num_parameters(),
+                )
+            bus.close()
+
+    def _fit(self, bus: EventBus, resume: bool, t_start: float) -> FitResult:
+        cfg, model, data = self.cfg, self.model, self.data
+        trainable = model.trainable
+        epochs = cfg.epochs if trainable else 0
+        masked = model.objective == "masked"
+        max_len = model.max_len or int(data.train_lengths.max(initial=2))
+        width = max_len if masked else max_len + 1
+        starts_np, ends_np = window_bounds(data, width, cfg.windows)
+        n_windows = len(starts_np)
+        batches = math.ceil(n_windows / cfg.batch_size) if trainable else 0
+        if trainable and n_windows == 0:
+            raise SeqrecError("no training windows: every user has fewer than 2 training items")
+        items = torch.from_numpy(data.items).to(self.device)
+        starts = torch.from_numpy(starts_np).to(self.device)
+        ends = torch.from_numpy(ends_np).to(self.device)
+
+        optimizer = build_optimizer(cfg, model, self.device) if trainable else None
+        self.ctx.optimizer = optimizer
+        schedule = LRSchedule(cfg.scheduler, optimizer, batches, epochs) if trainable else None
+        gen = torch.Generator().manual_seed(self.seed)  # shuffling (CPU)
+        dev_gen = (
+            gen
+            if self.device.type == "cpu"
+            else torch.Generator(self.device).manual_seed(self.seed)
+        )
+        encode = getattr(model, "encode", None)
+        if cfg.compile and trainable:
+            encode = torch.compile(encode)
+        amp = cfg.amp and self.device.type == "cuda"
+
+        first_epoch = 1
+        if resume:
+            first_epoch = self._resume(optimizer, schedule, gen)
+        self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if first_epoch == 1:
+            self._save_history()
+
+        bus.emit(
+            "fit_start",
+            run=self.ctx.name,
+            model=self.recipe.model.name,
+            dataset=self.recipe.dataset.name,
+            stats=data.stats(),
+            params=model.num_parameters(),
+            epochs=epochs,
+            batches=batches,
+            seed=self.seed,
+            device=str(self.device),
+            monitor=cfg.monitor,
+            patience=cfg.patience,
+            start_epoch=first_epoch,
+        )
+        status = "completed"
+        if not trainable and first_epoch == 1:
+            metrics = self.evaluate("valid")
+            self.stopper.update(0, self._monitor_value(metrics))
+            self.history.append({"epoch": 0, "metrics": metrics})
+            bus.emit("validation_end", epoch=0, metrics=metrics)
+            ckpt_io.save_checkpoint(self.best_path, self._weights(), self._meta("best", 0, metrics))
+            bus.emit("checkpoint_saved", kind="best", path=str(self.best_path), epoch=0)
+
+        epoch = first_epoch - 1
+        for epoch in range(first_epoch, epochs + 1):
+            if self.stopper.should_stop:
+                break
+            model.train()
+            bus.emit("epoch_start", epoch=epoch, batches=batches)
+            t0 = time.perf_counter()
+            order = torch.randperm(n_windows, generator=gen).to(self.device)
+            loss_sum, tokens_sum = 0.0, 0
+            for b in range(batches):
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                win = gather_windows(items, starts[idx], ends[idx], width)
+                try:
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                        if masked:
+                            inputs, labels = model.mask_batch(win, dev_gen)
+                            hidden = encode(inputs)
+                            sel = labels != 0
+                            targets = labels[sel]
+                        else:
+                            inputs, labels = win[:, :-1], win[:, 1:]
+                            hidden = encode(inputs)
+                            sel = (inputs != 0) & (labels != 0)
+                            targets = labels[sel]
+                        loss = compute_loss(
+                            self.recipe.loss,
+                            hidden[sel],
+                            targets,
+                            model.output_embeddings(),
+                            dev_gen,
+                        )
+                    loss_value = float(loss.detach())
+                    if not math.isfinite(loss_value):
+                        raise SeqrecError(
+                            f"loss became {loss_value} at epoch {epoch}, batch {b + 1}/{batches}; "
+                            f"stopped. The last good checkpoint is kept in {self.ctx.checkpoint_dir}; "
+                            "lower train.lr or enable train.grad_clip"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                    schedule.step_batch()
+                except torch.cuda.OutOfMemoryError:
+                    raise SeqrecError(
+                        f"CUDA out of memory at epoch {epoch}, batch {b + 1} with batch size "
+                        f"{cfg.batch_size}; lower it, e.g. -o train.batch_size={max(1, cfg.batch_size // 2)}"
+                    ) from None
+                n_tok = int(targets.numel())
+                loss_sum += loss_value * n_tok
+                tokens_sum += n_tok
+                bus.emit(
+                    "batch_end",
+                    epoch=epoch,
+                    batch=b + 1,
+                    batches=batches,
+                    loss=loss_value,
+                    lr=optimizer.param_groups[0]["lr"],
+                    tokens=n_tok,
+                )
+            train_time = time.perf_counter() - t0
+            metrics: dict[str, float] = {}
+            value = math.nan
+            improved = False
+            if epoch % cfg.eval_every == 0 or epoch == epochs:
+                metrics = self.evaluate("valid")
+                bus.emit("validation_end", epoch=epoch, metrics=metrics)
+                value = self._monitor_value(metrics)
+                improved = self.stopper.update(epoch, value)
+                schedule.step_validation(value)
+            epoch_time = time.perf_counter() - t0
+            self.history.append(
+                {"epoch": epoch, "train_loss": loss_sum / max(1, tokens_sum), "metrics": metrics}
+            )
+            if improved:
+                ckpt_io.save_checkpoint(
+                    self.best_path, self._weights(), self._meta("best", epoch, metrics)
+                )
+                bus.emit("checkpoint_saved", kind="best", path=str(self.best_path), epoch=epoch)
+            finished = self.stopper.should_stop or epoch == epochs
+            self._save_last(epoch, optimizer, schedule, gen, finished)
+            bus.emit("checkpoint_saved", kind="last", path=str(self.last_path), epoch=epoch)
+            bus.emit(
+                "epoch_end",
+                epoch=epoch,
+                train_loss=loss_sum / max(1, tokens_sum),
+                metrics=metrics,
+                monitor=cfg.monitor,
+                value=value,
+                best_value=self.stopper.best_value,
+                best_epoch=self.stopper.best_epoch,
+                bad_epochs=self.stopper.bad_epochs,
+                patience=cfg.patience,
+                epoch_time=epoch_time,
+                train_time=train_time,
+                tokens_per_s=tokens_sum / max(train_time, 1e-9),
+                lr=optimizer.param_groups[0]["lr"],
+            )
+            if self.stopper.should_stop:
+                status = "early_stopped"
+                bus.emit(
+                    "early_stop",
+                    epoch=epoch,
+                    best_epoch=self.stopper.best_epoch,
+                    best_value=self.stopper.best_value,
+                    monitor=cfg.monitor,
+                )
+                break
+        if self.stopper.should_stop:
+            status = "early_stopped"
+
+        # Final numbers come from the best checkpoint.
+        best = ckpt_io.load_checkpoint(self.best_path)
+        model.load_state_dict(best.model_state)
+        valid = self.evaluate("valid")
+        test = self.evaluate("test")
+        total = time.perf_counter() - t_start
+        result = FitResult(
+            self.ctx.name,
+            self.seed,
+            status,
+            self.stopper.best_epoch,
+            self.stopper.best_value,
+            valid,
+            test,
+            epoch,
+            total,
+            self.best_path,
+        )
+        bus.emit(
+            "fit_end",
+            status=status,
+            best_epoch=result.best_epoch,
+            best_value=result.best_value,
+            valid=valid,
+            test=test,
+            total_time=total,
+            params=model.num_parameters(),
+        )
+        return result
+
+    def _resume(self, optimizer, schedule, gen: torch.Generator) -> int:
+        if not self.last_path.is_file():
+            raise SeqrecError(
+                f"--resume: no {self.last_path} to resume from; run without --resume to start"
+            )
+        last = ckpt_io.load_checkpoint(self.last_path)
+        ckpt_io.check_dataset(last, self.data)
+        saved = last.meta["model"]
+        current = self.recipe.model_options.model_dump(mode="json")
+        if saved["name"] != self.recipe.model.name or saved["options"] != current:
+            raise SeqrecError(
+                f"--resume: {self.last_path} is model '{saved['name']}' {saved['options']}, "
+                f"the recipe asks for '{self.recipe.model.name}' {current}; resume with the "
+                "same model or start a new run"
+            )
+        self.model.load_state_dict(last.model_state)
+        state = last.meta["trainer"]
+        if optimizer is not None:
+            ckpt_io.restore_optimizer(optimizer, last, state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(last.tensors["rng.torch"])
+        gen.set_state(last.tensors["rng.gen"])
+        if "rng.cuda" in last.tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(last.tensors["rng.cuda"], self.device)
+        for key, value in state["stopper"].items():
+            setattr(self.stopper, key, value)
+        self.history = state["history"]
+        return int(state["epoch"]) + 1
