@@ -55,7 +55,9 @@ def rank_targets(
     topk = torch.empty(scores.shape[0], 0, dtype=torch.long, device=scores.device)
     if k > 0:
         masked = scores.masked_fill(~valid, -torch.inf)
-        topk = masked.topk(min(k, scores.shape[1] - 1), dim=1).indices
+        values, topk = masked.topk(min(k, scores.shape[1] - 1), dim=1)
+        # Fewer candidates than k: the tail holds non-candidates; mark it as padding.
+        topk = topk.masked_fill(values == -torch.inf, 0)
     return ranks, topk
 
 

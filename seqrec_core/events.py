@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import pluggy
 
 from seqrec_core import hookspecs
+from seqrec_core.plugins import check_hooks
 
 EVENTS_FILE = "events.jsonl"
 EVENT_NAMES = (
@@ -36,7 +38,7 @@ EVENT_NAMES = (
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
+        return None  # JSON has no NaN/inf; "no value yet" reads the same
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -66,15 +68,31 @@ class EventBus:
         self.pm.add_hookspecs(hookspecs.CallbackSpec)
         for i, cb in enumerate(self.callbacks):
             self.pm.register(cb, name=f"{getattr(cb, 'name', type(cb).__name__)}-{i}")
-        self.pm.check_pending()
+        check_hooks(self.pm, hookspecs.CallbackSpec, "on_")
         self._fh = None
+        self._warned: set[tuple[str, str]] = set()
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115
 
     def emit(self, name: str, **payload: Any) -> dict:
+        """Call every callback's ``on_<name>`` (pluggy order: ``tryfirst`` first),
+        then log the event. A callback that raises is reported and skipped — a
+        logging failure must not end training; ``BaseException`` (Ctrl-C, a
+        kill) still propagates."""
         event = {"event": name, "time": time.time(), **payload}
-        getattr(self.pm.hook, f"on_{name}")(run=self.run, event=event)
+        for impl in reversed(getattr(self.pm.hook, f"on_{name}").get_hookimpls()):
+            try:
+                impl.function(run=self.run, event=event)
+            except Exception as exc:
+                key = (impl.plugin_name, name)
+                if key not in self._warned:
+                    self._warned.add(key)
+                    print(
+                        f"seqrec: warning: callback '{impl.plugin_name}' failed in on_{name}: "
+                        f"{type(exc).__name__}: {exc}",
+                        file=sys.stderr,
+                    )
         if self._fh is not None and (
             name != "batch_end"
             or payload.get("batch", 0) % self.batch_every == 0

@@ -93,12 +93,17 @@ class RegistrationSpec:
 class CallbackSpec:
     """Lifecycle hooks of one training run. ``event`` is a dict that is also
     written, one JSON line per event, to the run's ``events.jsonl``; the keys
-    are documented per hook."""
+    are documented per hook. A callback may add keys to ``event`` (e.g. the GPU
+    monitor adds ``gpu``); mark its hook ``@hookimpl(tryfirst=True)`` so the
+    other callbacks see them — the log is written after all callbacks ran.
+    Non-finite numbers (no best value yet) are logged as ``null``. A callback
+    that raises is reported once and skipped; training goes on."""
 
     @hookspec
     def on_fit_start(self, run: Any, event: dict) -> None:
-        """Training is about to start. ``event``: run name, model, dataset
-        statistics, number of parameters, epochs, batches per epoch, seed."""
+        """Training is about to start. ``event``: run, model, dataset, stats,
+        params, epochs, batches (per epoch), seed, device, monitor, patience,
+        start_epoch (> 1 when resumed)."""
 
     @hookspec
     def on_epoch_start(self, run: Any, event: dict) -> None:
@@ -115,9 +120,10 @@ class CallbackSpec:
 
     @hookspec
     def on_epoch_end(self, run: Any, event: dict) -> None:
-        """An epoch finished. ``event``: epoch, train_loss, valid metrics,
-        monitor value, best value and epoch, epochs without improvement,
-        patience, epoch_time, tokens_per_s, lr."""
+        """An epoch finished. ``event``: epoch, train_loss, metrics (validation;
+        empty when not evaluated this epoch), monitor, value, best_value,
+        best_epoch, bad_epochs, patience, epoch_time, train_time, tokens_per_s,
+        lr."""
 
     @hookspec
     def on_checkpoint_saved(self, run: Any, event: dict) -> None:

@@ -117,6 +117,28 @@ def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
     return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
 
 
+def check_hooks(pm: pluggy.PluginManager, spec: type, prefix: str) -> None:
+    """``pm.check_pending()`` with a one-line error naming the plugin, the
+    misspelt hook and the closest real hook."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        bad = _plugin_name(pm, exc.plugin)
+        known = [n for n in dir(spec) if n.startswith(prefix)]
+        unknown = [
+            attr
+            for attr in dir(exc.plugin)
+            if attr.startswith(("register", "on_"))
+            and callable(getattr(exc.plugin, attr))
+            and not hasattr(spec, attr)
+        ]
+        hint = "; ".join(f"'{u}'{did_you_mean(u, known)}" for u in unknown)
+        raise PluginError(
+            f"plugin '{bad}' implements unknown hook {hint or str(exc)}; "
+            f"known hooks: {', '.join(known)}"
+        ) from exc
+
+
 def disabled_from_env() -> set[str]:
     return {p.strip() for p in os.environ.get(DISABLE_ENV, "").split(",") if p.strip()}
 
@@ -172,6 +194,11 @@ def load_plugins(
         name = getattr(plugin, "name", None) or getattr(plugin, "__name__", None) or repr(plugin)
         if name in disabled:
             continue
+        if pm.is_registered(plugin) or pm.get_plugin(name) is not None:
+            raise PluginError(
+                f"plugin '{name}' is registered twice (installed and passed again?); "
+                "register it once"
+            )
         pm.register(plugin, name=name)
         registry.plugins[name] = PluginInfo(
             name=name,
@@ -179,27 +206,11 @@ def load_plugins(
             module=getattr(plugin, "__module__", "") or name,
         )
 
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        bad = _plugin_name(pm, exc.plugin)
-        known = [n for n in dir(hookspecs.RegistrationSpec) if n.startswith("register_")]
-        unknown = [
-            attr
-            for attr in dir(exc.plugin)
-            if attr.startswith(("register", "on_"))
-            and callable(getattr(exc.plugin, attr))
-            and not hasattr(pm.hook, attr)
-        ]
-        hint = "; ".join(f"'{u}'{did_you_mean(u, known)}" for u in unknown)
-        raise PluginError(
-            f"plugin '{bad}' implements unknown hook {hint or str(exc)}; "
-            f"known hooks: {', '.join(known)}"
-        ) from exc
+    check_hooks(pm, hookspecs.RegistrationSpec, "register_")
 
     for kind in KINDS:
         hook = getattr(pm.hook, f"register_{kind}")
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order
             plugin = impl.plugin_name
 
             def register(component: Any, name: str | None = None, _p=plugin, _k=kind) -> None:

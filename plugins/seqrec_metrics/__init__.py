@@ -60,7 +60,8 @@ class Coverage(Metric):
     def compute(self, result, k):
         if result.n_items == 0 or len(result.topk) == 0:
             return 0.0
-        return len(np.unique(result.topk[:, :k])) / result.n_items
+        listed = np.unique(result.topk[:, :k])
+        return int((listed != 0).sum()) / result.n_items
 
 
 METRICS = [

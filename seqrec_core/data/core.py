@@ -229,10 +229,14 @@ class SequenceData:
 
     def titles(self, internal_ids: Any) -> list[str]:
         ids = np.atleast_1d(np.asarray(internal_ids, dtype=np.int64))
-        if "title" in self.item_meta.columns:
-            col = self.item_meta["title"]
-            return [str(col.get(int(i), f"item {self.item_map.to_raw(i)}")) for i in ids]
-        return [f"item {r}" for r in self.item_map.to_raw(ids)]
+        fallback = [f"item {r}" for r in self.item_map.to_raw(ids)]
+        if "title" not in self.item_meta.columns:
+            return fallback
+        col = self.item_meta["title"]
+        return [
+            str(t) if isinstance(t, str) or not pd.isna(t) else fb
+            for t, fb in zip(col.reindex(ids).tolist(), fallback, strict=True)
+        ]
 
     def stats(self) -> dict[str, Any]:
         n_inter = int(len(self.items))
@@ -247,6 +251,21 @@ class SequenceData:
             "valid_users": n_eval,
             "test_users": n_eval,
         }
+
+
+def _aligned_meta(meta: pd.DataFrame | None, id_map: IdMap, kind: str) -> pd.DataFrame:
+    """Metadata rows in internal-id order (missing ids → NaN rows)."""
+    index = pd.RangeIndex(id_map.offset, id_map.offset + len(id_map), name=kind)
+    if meta is None or not len(meta):
+        return pd.DataFrame(index=index)
+    meta = meta.copy()
+    meta.index = [_coerce(i, id_map.raw.dtype) for i in meta.index]
+    dup = meta.index.duplicated()
+    if dup.any():
+        raise DataError(f"{kind} metadata lists {kind} id {meta.index[dup][0]!r} more than once")
+    out = meta.reindex(id_map.raw.tolist())
+    out.index = index
+    return out
 
 
 def build_sequences(
@@ -276,16 +295,6 @@ def build_sequences(
 
     item_map = IdMap(_raw_id_array(np.asarray(item_raw)), offset=1)
     user_map = IdMap(_raw_id_array(np.asarray(user_raw)), offset=0)
-    item_df = pd.DataFrame(index=pd.RangeIndex(1, len(item_map) + 1, name="item"))
-    if items_meta is not None and len(items_meta):
-        meta = items_meta.copy()
-        meta.index = [_coerce(i, item_map.raw.dtype) for i in meta.index]
-        item_df = meta.reindex(item_map.raw.tolist())
-        item_df.index = pd.RangeIndex(1, len(item_map) + 1, name="item")
-    user_df = pd.DataFrame(index=pd.RangeIndex(0, len(user_map), name="user"))
-    if users_meta is not None and len(users_meta):
-        meta = users_meta.copy()
-        meta.index = [_coerce(i, user_map.raw.dtype) for i in meta.index]
-        user_df = meta.reindex(user_map.raw.tolist())
-        user_df.index = pd.RangeIndex(0, len(user_map), name="user")
+    item_df = _aligned_meta(items_meta, item_map, "item")
+    user_df = _aligned_meta(users_meta, user_map, "user")
     return SequenceData(name, offsets, items, user_map, item_map, item_df, user_df)

@@ -1,0 +1,492 @@
+"""Training engine: SASRec, losses, windows, schedulers, early stopping,
+checkpoints, resume, NaN handling, seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import seqrec_metrics
+import seqrec_pop
+import seqrec_sasrec
+import seqrec_synthetic
+from seqrec_core import checkpoint as ckpt_io
+from seqrec_core import hookimpl, losses
+from seqrec_core.data import load_dataset
+from seqrec_core.errors import SeqrecError
+from seqrec_core.plugins import load_plugins
+from seqrec_core.recipe import load_recipe
+from seqrec_core.recommend import load_for_inference
+from seqrec_core.run import run_recipe
+from seqrec_core.train import EarlyStopping, LRSchedule, Trainer, gather_windows, window_bounds
+
+
+@pytest.fixture
+def registry(monkeypatch, tmp_path):
+    monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
+    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
+    return load_plugins(
+        extra=[seqrec_synthetic, seqrec_sasrec, seqrec_pop, seqrec_metrics], use_entry_points=False
+    )
+
+
+def make_recipe(registry, tmp_path, **over):
+    data = {
+        "name": "t",
+        "dataset": {
+            "name": "synthetic",
+            "n_users": 150,
+            "n_items": 40,
+            "mean_length": 15,
+            "seed": 1,
+        },
+        "model": {
+            "name": "sasrec",
+            "max_len": 16,
+            "dim": 16,
+            "blocks": 1,
+            "heads": 2,
+            "dropout": 0.0,
+        },
+        "train": {"epochs": 3, "batch_size": 32, "lr": 0.01, "device": "cpu", "patience": 5},
+        "eval": {"ks": [10], "metrics": ["recall", "ndcg", "hr"]},
+        "callbacks": [],
+        "output": {"runs_dir": str(tmp_path / "runs"), "checkpoints_dir": str(tmp_path / "ckpt")},
+    }
+    for key, value in over.items():
+        section, _, field = key.partition("__")
+        if field:
+            data[section][field] = value
+        else:
+            data[section] = value
+    return load_recipe(None, registry, data=data)
+
+
+# ------------------------------------------------------------------ model
+
+
+def test_sasrec_is_causal_and_ignores_padding():
+    model = seqrec_sasrec.SASRec(seqrec_sasrec.SASRecOptions(max_len=8, dim=16, heads=2), 30).eval()
+    seq = torch.tensor([[0, 0, 3, 7, 9, 2, 5, 11]])
+    changed = seq.clone()
+    changed[0, 6:] = torch.tensor([20, 21])
+    with torch.no_grad():
+        a, b = model.encode(seq), model.encode(changed)
+    assert torch.allclose(a[:, 2:6], b[:, 2:6], atol=1e-6)  # earlier positions unchanged
+    assert not torch.allclose(a[:, 6:], b[:, 6:])  # later ones do change
+    # Left padding does not change the last position's output.
+    with torch.no_grad():
+        short = model.encode(torch.tensor([[3, 7, 9, 2, 5, 11]]))
+    assert torch.allclose(short[:, -1], a[:, -1], atol=1e-5)
+
+
+def test_sasrec_shapes_and_option_validation():
+    model = seqrec_sasrec.SASRec(seqrec_sasrec.SASRecOptions(max_len=5, dim=8, heads=2), 12)
+    scores = model.predict(torch.tensor([[0, 1, 2], [4, 5, 6]]))
+    assert scores.shape == (2, 13)
+    assert torch.isinf(scores[:, 0]).all()
+    assert model.score(torch.zeros(2, 8), torch.tensor([[1, 2, 3], [4, 5, 6]])).shape == (2, 3)
+    with pytest.raises(ValueError, match="divisible"):
+        seqrec_sasrec.SASRecOptions(dim=10, heads=3)
+
+
+# ------------------------------------------------------------------ losses
+
+
+def test_full_ce_matches_cross_entropy_without_padding_column():
+    torch.manual_seed(0)
+    h, w = torch.randn(5, 4), torch.randn(7, 4)
+    t = torch.tensor([1, 2, 6, 3, 1])
+    expected = F.cross_entropy((h @ w.t())[:, 1:], t - 1)
+    assert torch.allclose(losses.full_ce(h, t, w), expected, atol=1e-6)
+
+
+def test_bce_and_gbce_by_hand():
+    h = torch.tensor([[1.0, 0.0]])
+    w = torch.tensor([[0.0, 0.0], [2.0, 0.0], [-1.0, 0.0], [0.5, 0.0]])
+    t = torch.tensor([1])
+    gen = torch.Generator().manual_seed(3)
+    neg = torch.randint(1, 4, (1, 2), generator=torch.Generator().manual_seed(3))
+    pos_logit = 2.0
+    neg_logits = w[neg[0], 0]
+    valid = neg[0] != 1
+    expected = F.softplus(torch.tensor(-pos_logit)) + (F.softplus(neg_logits) * valid).sum()
+    assert torch.allclose(losses.bce(h, t, w, 2, gen), expected, atol=1e-6)
+    # gBCE with t = 0 is plain BCE (beta = 1); with t = 1, beta = alpha = k / (n_items - 1).
+    g0 = losses.gbce(h, t, w, 2, 0.0, torch.Generator().manual_seed(3))
+    assert torch.allclose(g0, expected, atol=1e-6)
+    g1 = losses.gbce(h, t, w, 2, 1.0, torch.Generator().manual_seed(3))
+    beta = 2 / (3 - 1)
+    assert torch.allclose(
+        g1, beta * F.softplus(torch.tensor(-pos_logit)) + (F.softplus(neg_logits) * valid).sum()
+    )
+
+
+def test_sampled_softmax_masks_accidental_hits():
+    h = torch.tensor([[1.0]])
+    w = torch.tensor([[0.0], [1.0]])  # one item: every negative is the target itself
+    loss = losses.sampled_softmax(h, torch.tensor([1]), w, 4, torch.Generator().manual_seed(0))
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "bce", "gbce"])
+def test_every_loss_trains(registry, tmp_path, loss):
+    recipe = make_recipe(registry, tmp_path, loss={"name": loss, "negatives": 8}, train__epochs=2)
+    data = load_dataset(recipe, registry)
+    rec = Recorder()
+    result = Trainer(recipe, registry, data, 0, "t", torch.device("cpu"), [rec]).fit()
+    losses_ = [e["train_loss"] for e in rec.epochs]
+    assert all(math.isfinite(v) for v in losses_)
+    assert losses_[-1] < losses_[0]
+    assert result.test and result.best_epoch >= 1
+
+
+# ------------------------------------------------------------------ windows / schedules
+
+
+def test_sliding_windows_predict_every_training_target_once(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path)
+    data = load_dataset(recipe, registry)
+    width = 5
+    starts, ends = window_bounds(data, width, "sliding")
+    win = gather_windows(
+        torch.from_numpy(data.items), torch.from_numpy(starts), torch.from_numpy(ends), width
+    )
+    # Every (user, target position) pair appears exactly once as a supervised target.
+    covered = []
+    for s, e in zip(starts, ends, strict=True):
+        first = max(s, e - width)
+        covered += list(range(first + 1, e))
+    tr_start, tr_end = data.history_bounds("train", np.arange(data.n_users))
+    expected = [
+        p for s, e in zip(tr_start, tr_end, strict=True) if e - s >= 2 for p in range(s + 1, e)
+    ]
+    assert sorted(covered) == sorted(expected)
+    assert win.shape == (len(starts), width)
+    last_s, last_e = window_bounds(data, width, "last")
+    assert len(last_s) == int(((tr_end - tr_start) >= 2).sum())
+
+
+def test_gather_windows_left_pads():
+    items = torch.arange(1, 11)
+    win = gather_windows(items, torch.tensor([0, 6]), torch.tensor([3, 10]), 4)
+    assert win.tolist() == [[0, 1, 2, 3], [7, 8, 9, 10]]
+
+
+@pytest.mark.parametrize("name", ["none", "step", "cosine", "onecycle", "plateau"])
+def test_schedules_warm_up_and_decay(registry, tmp_path, name):
+    recipe = make_recipe(
+        registry,
+        tmp_path,
+        train__scheduler={"name": name, "warmup_epochs": 1, "step_size": 1, "gamma": 0.5},
+    )
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1.0)
+    sched = LRSchedule(recipe.train.scheduler, opt, steps_per_epoch=4, epochs=3)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step_batch()
+    assert lrs[0] < lrs[3] <= 1.0 + 1e-9  # warm-up ramps up
+    if name in ("step", "cosine", "onecycle"):
+        assert lrs[-1] < lrs[4]
+    if name == "plateau":
+        for _ in range(4):
+            sched.step_validation(0.1)
+        assert opt.param_groups[0]["lr"] < 1.0
+
+
+# ------------------------------------------------------------------ early stopping
+
+
+def test_early_stopping_on_a_scripted_sequence():
+    stop = EarlyStopping("Recall@10", patience=3)
+    seen = []
+    for epoch, value in enumerate([0.1, 0.2, 0.15, 0.19, 0.2, 0.18, 0.5], start=1):
+        stop.update(epoch, value)
+        seen.append(epoch)
+        if stop.should_stop:
+            break
+    assert seen[-1] == 5 and stop.best_epoch == 2 and stop.best_value == 0.2
+
+
+class Recorder:
+    name = "recorder"
+
+    def __init__(self):
+        self.epochs, self.stops, self.saved, self.end = [], [], [], None
+
+    @hookimpl
+    def on_epoch_end(self, run, event):
+        self.epochs.append(event)
+
+    @hookimpl
+    def on_early_stop(self, run, event):
+        self.stops.append(event)
+
+    @hookimpl
+    def on_checkpoint_saved(self, run, event):
+        self.saved.append(event)
+
+    @hookimpl
+    def on_fit_end(self, run, event):
+        self.end = event
+
+
+def test_trainer_stops_early_on_scripted_metrics(registry, tmp_path, monkeypatch):
+    recipe = make_recipe(registry, tmp_path, train__epochs=20, train__patience=2)
+    data = load_dataset(recipe, registry)
+    values = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])
+    trainer = Trainer(recipe, registry, data, 0, "t", torch.device("cpu"), [rec := Recorder()])
+    real = trainer.evaluate
+    monkeypatch.setattr(
+        trainer,
+        "evaluate",
+        lambda split: (
+            {"Recall@10": next(values)}
+            if split == "valid" and trainer.model.training is not None and len(rec.epochs) < 4
+            else real(split)
+        ),
+    )
+    result = trainer.fit()
+    assert [e["epoch"] for e in rec.epochs] == [1, 2, 3, 4]
+    assert rec.stops and rec.stops[0]["epoch"] == 4 and rec.stops[0]["best_epoch"] == 2
+    assert result.status == "early_stopped" and result.best_epoch == 2
+    best = [s for s in rec.saved if s["kind"] == "best"]
+    assert [s["epoch"] for s in best] == [1, 2]
+    assert ckpt_io.load_checkpoint(trainer.best_path).meta["epoch"] == 2
+
+
+def test_sasrec_learns_and_beats_pop(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path, train__epochs=10)
+    data = load_dataset(recipe, registry)
+    rec = Recorder()
+    sas = Trainer(recipe, registry, data, 0, "sas", torch.device("cpu"), [rec]).fit()
+    pop_recipe = make_recipe(registry, tmp_path, model={"name": "pop"})
+    pop = Trainer(pop_recipe, registry, data, 0, "pop", torch.device("cpu")).fit()
+    assert rec.epochs[-1]["train_loss"] < rec.epochs[0]["train_loss"] * 0.9
+    assert sas.test["NDCG@10"] > pop.test["NDCG@10"] + 0.05
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def test_checkpoint_round_trip_gives_same_scores(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path, train__epochs=2)
+    data = load_dataset(recipe, registry)
+    trainer = Trainer(recipe, registry, data, 0, "t", torch.device("cpu"))
+    trainer.fit()
+    model, catalogue, histories, ckpt = load_for_inference(trainer.best_path, registry)
+    seqs = torch.from_numpy(data.padded("test", data.eval_users("test")[:20], 16))
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.predict(seqs), trainer.model.predict(seqs))
+    assert catalogue.titles[1:] == data.titles(np.arange(1, data.n_items + 1))
+    raw_user = data.user_map.to_raw(3)
+    assert histories.of(raw_user) == data.items[data.offsets[3] : data.offsets[4]].tolist()
+    meta = ckpt.meta
+    assert meta["model"]["options"]["dim"] == 16 and meta["seed"] == 0
+    assert meta["dataset"]["item_map_digest"] == data.item_map.digest()
+    assert {"seqrec", "torch", "safetensors"} <= set(meta["versions"])
+
+
+def test_checkpoint_for_another_dataset_is_refused(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path, train__epochs=1)
+    data = load_dataset(recipe, registry)
+    trainer = Trainer(recipe, registry, data, 0, "t", torch.device("cpu"))
+    trainer.fit()
+    other = load_dataset(
+        make_recipe(
+            registry, tmp_path, dataset={"name": "synthetic", "n_users": 50, "n_items": 30}
+        ),
+        registry,
+    )
+    with pytest.raises(SeqrecError, match="item id maps differ"):
+        ckpt_io.check_dataset(ckpt_io.load_checkpoint(trainer.best_path), other)
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(SeqrecError, match="not a seqrec checkpoint"):
+        ckpt_io.load_checkpoint(foreign)
+    pickle_file = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, pickle_file)
+    with pytest.raises(SeqrecError, match="not a readable safetensors"):
+        ckpt_io.load_checkpoint(pickle_file)
+    good = ckpt_io.save_checkpoint(
+        tmp_path / "g.safetensors", {"a": torch.ones(3)}, {"kind": "best"}
+    )
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-5])
+    with pytest.raises(SeqrecError, match="not a readable safetensors"):
+        ckpt_io.load_checkpoint(truncated)
+    with pytest.raises(SeqrecError, match="not found"):
+        ckpt_io.load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_optimizer_state_round_trips_without_pickle():
+    p = torch.nn.Parameter(torch.randn(3))
+    opt = torch.optim.AdamW([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    tensors, info = ckpt_io.optimizer_tensors(opt)
+    json.dumps(info)  # JSON-able
+    opt2 = torch.optim.AdamW([torch.nn.Parameter(p.detach().clone())], lr=0.5)
+    ckpt = ckpt_io.Checkpoint(None, {}, tensors)
+    ckpt_io.restore_optimizer(opt2, ckpt, info)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s2["param_groups"][0]["lr"] == 0.1
+    assert torch.equal(s1["state"][0]["exp_avg"], s2["state"][0]["exp_avg"])
+
+
+# ------------------------------------------------------------------ resume / failures
+
+
+class Crash(BaseException):
+    """Stands in for kill -9: not an ordinary error a callback could report."""
+
+
+class CrashAt:
+    name = "crash"
+
+    def __init__(self, epoch, batch):
+        self.epoch, self.batch = epoch, batch
+
+    @hookimpl
+    def on_batch_end(self, run, event):
+        if event["epoch"] == self.epoch and event["batch"] == self.batch:
+            raise Crash()
+
+
+def test_resume_after_crash_matches_uninterrupted_run(registry, tmp_path):
+    kw = {"train__epochs": 5, "train__scheduler": {"name": "cosine", "warmup_epochs": 1}}
+    recipe_a = make_recipe(registry, tmp_path / "a", **kw)
+    data = load_dataset(recipe_a, registry)
+    full = Trainer(recipe_a, registry, data, 7, "r", torch.device("cpu")).fit()
+
+    recipe_b = make_recipe(registry, tmp_path / "b", **kw)
+    with pytest.raises(Crash):
+        Trainer(recipe_b, registry, data, 7, "r", torch.device("cpu"), [CrashAt(3, 2)]).fit()
+    last = ckpt_io.load_checkpoint(tmp_path / "b/ckpt/r/last.safetensors")
+    assert last.meta["trainer"]["epoch"] == 2  # only the interrupted epoch is lost
+    resumed = Trainer(recipe_b, registry, data, 7, "r", torch.device("cpu")).fit(resume=True)
+    assert resumed.best_epoch == full.best_epoch
+    assert resumed.best_value == pytest.approx(full.best_value, abs=1e-6)
+    for name, value in full.test.items():
+        assert resumed.test[name] == pytest.approx(value, abs=1e-6)
+
+
+def test_resume_with_other_model_options_is_refused(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path, train__epochs=1)
+    data = load_dataset(recipe, registry)
+    Trainer(recipe, registry, data, 0, "r", torch.device("cpu")).fit()
+    other = make_recipe(
+        registry, tmp_path, train__epochs=2, model={"name": "sasrec", "max_len": 16, "dim": 8}
+    )
+    with pytest.raises(SeqrecError, match="resume with the same model"):
+        Trainer(other, registry, data, 0, "r", torch.device("cpu")).fit(resume=True)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(registry, tmp_path, monkeypatch):
+    recipe = make_recipe(registry, tmp_path, train__epochs=4)
+    data = load_dataset(recipe, registry)
+    trainer = Trainer(recipe, registry, data, 0, "n", torch.device("cpu"), [rec := Recorder()])
+    import seqrec_core.train as train_mod
+
+    real = train_mod.compute_loss
+
+    def flaky(cfg, h, t, w, gen=None):
+        loss = real(cfg, h, t, w, gen)
+        return loss * float("nan") if len(rec.epochs) == 2 else loss
+
+    monkeypatch.setattr(train_mod, "compute_loss", flaky)
+    with pytest.raises(SeqrecError, match=r"loss became nan at epoch 3, batch 1/"):
+        trainer.fit()
+    last = ckpt_io.load_checkpoint(trainer.last_path)
+    assert last.meta["trainer"]["epoch"] == 2
+    assert rec.end["status"] == "failed"
+    for t in last.model_state.values():
+        assert torch.isfinite(t).all()
+
+
+# ------------------------------------------------------------------ run: seeds, files
+
+
+def test_seeds_are_summarised_with_mean_and_std(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path, train__epochs=1, train__seeds=[42, 123])
+    result = run_recipe(recipe, registry, samples=0)
+    per_seed = [
+        json.loads((tmp_path / f"runs/t-seed{s}/metrics.json").read_text())["metrics"]["test"]
+        for s in (42, 123)
+    ]
+    summary = json.loads((result.run_dir / "summary.json").read_text())["summary"]["test"]
+    for name in ("Recall@10", "NDCG@10"):
+        values = np.array([m[name] for m in per_seed])
+        assert summary[name]["mean"] == pytest.approx(values.mean())
+        assert summary[name]["std"] == pytest.approx(values.std())
+    assert per_seed[0] != per_seed[1]  # different seeds, different models
+    assert (tmp_path / "ckpt/t-seed42/best.safetensors").is_file()
+
+
+def test_one_seed_is_deterministic_on_cpu(registry, tmp_path):
+    results = []
+    for sub in ("x", "y"):
+        recipe = make_recipe(
+            registry,
+            tmp_path / sub,
+            train__epochs=2,
+            model={"name": "sasrec", "max_len": 16, "dim": 16, "dropout": 0.3},
+        )
+        data = load_dataset(recipe, registry)
+        results.append(Trainer(recipe, registry, data, 5, "d", torch.device("cpu")).fit().test)
+    assert results[0] == results[1]
+
+
+def test_existing_run_is_not_overwritten(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path, train__epochs=1)
+    run_recipe(recipe, registry, samples=0)
+    before = (tmp_path / "ckpt/t/best.safetensors").read_bytes()
+    with pytest.raises(SeqrecError, match="--resume"):
+        run_recipe(recipe, registry, samples=0)
+    assert (tmp_path / "ckpt/t/best.safetensors").read_bytes() == before
+    run_recipe(recipe, registry, samples=0, overwrite=True)
+
+
+def test_events_log_has_the_lifecycle(registry, tmp_path):
+    from seqrec_core.events import read_events
+
+    recipe = make_recipe(registry, tmp_path, train__epochs=2)
+    run_recipe(recipe, registry, samples=0)
+    events = list(read_events(tmp_path / "runs/t/events.jsonl"))
+    names = [e["event"] for e in events]
+    assert names[0] == "fit_start" and names[-1] == "fit_end"
+    assert names.count("epoch_end") == 2 and "validation_end" in names and "batch_end" in names
+    end = events[-1]
+    assert end["status"] == "completed" and "NDCG@10" in end["test"]
+
+
+class Broken:
+    name = "broken"
+
+    @hookimpl
+    def on_epoch_end(self, run, event):
+        raise OSError("disk full")
+
+
+def test_a_failing_callback_is_reported_and_training_goes_on(registry, tmp_path, capsys):
+    recipe = make_recipe(registry, tmp_path, train__epochs=2)
+    data = load_dataset(recipe, registry)
+    rec = Recorder()
+    result = Trainer(recipe, registry, data, 0, "b", torch.device("cpu"), [Broken(), rec]).fit()
+    assert result.status == "completed" and len(rec.epochs) == 2
+    err = capsys.readouterr().err
+    assert err.count("callback 'broken-0' failed in on_epoch_end: OSError: disk full") == 1
