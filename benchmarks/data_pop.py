@@ -29,7 +29,9 @@ from seqrec_core.run import build_model
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
+    parser.add_argument(
+        "--shared", default=str(Path(__file__).resolve().parents[2] / "shared/data")
+    )
     args = parser.parse_args()
     shared = Path(args.shared)
     os.environ["SEQREC_CACHE"] = tempfile.mkdtemp(prefix="seqrec-bench-")  # measure cold loads
@@ -53,7 +55,9 @@ def main() -> None:
         pop.add_column(col, justify="right")
 
     for label, ds in datasets.items():
-        recipe = load_recipe(None, registry, data={"name": "bench", "dataset": ds, "model": {"name": "pop"}})
+        recipe = load_recipe(
+            None, registry, data={"name": "bench", "dataset": ds, "model": {"name": "pop"}}
+        )
         tracemalloc.start()
         t0 = time.perf_counter()
         data = load_dataset(recipe, registry)
@@ -61,13 +65,22 @@ def main() -> None:
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         s = data.stats()
-        load.add_row(label, f"{s['users']:,}", f"{s['items']:,}", f"{s['interactions']:,}", f"{seconds:.2f}", f"{peak:.0f}")
+        load.add_row(
+            label,
+            f"{s['users']:,}",
+            f"{s['items']:,}",
+            f"{s['interactions']:,}",
+            f"{seconds:.2f}",
+            f"{peak:.0f}",
+        )
         model = build_model(recipe, registry, data)
         model.prepare(data)
         metrics = [registry.get("metrics", m) for m in ("hr", "ndcg")]
         for protocol, filter_seen in (("U", False), ("F", True)):
             m = evaluate(model, data, "test", metrics, [10], filter_seen=filter_seen)
-            pop.add_row(label, protocol, f"{m['HR@10']:.4f}", f"{m['NDCG@10']:.4f}", f"{s['test_users']:,}")
+            pop.add_row(
+                label, protocol, f"{m['HR@10']:.4f}", f"{m['NDCG@10']:.4f}", f"{s['test_users']:,}"
+            )
     console.print(load)
     console.print(pop)
 

@@ -95,14 +95,31 @@ def main() -> None:
     train_times = [e["train_time"] for e in rec.epochs]
     tps = [e["tokens_per_s"] for e in rec.epochs]
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
-    table = Table(title=f"{args.model} on ML-1M ({data.n_users} users, {data.n_items} items), {name}")
-    cols = ["model", "config", "s/epoch (train)", "tokens/s", "peak GPU GiB", "epochs (best)",
-            "total s", "HR@10 U", "NDCG@10 U", "HR@10 F", "NDCG@10 F"]
+    name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()}"
+    )
+    table = Table(
+        title=f"{args.model} on ML-1M ({data.n_users} users, {data.n_items} items), {name}"
+    )
+    cols = [
+        "model",
+        "config",
+        "s/epoch (train)",
+        "tokens/s",
+        "peak GPU GiB",
+        "epochs (best)",
+        "total s",
+        "HR@10 U",
+        "NDCG@10 U",
+        "HR@10 F",
+        "NDCG@10 F",
+    ]
     for c in cols:
         table.add_column(c, justify="right")
     opts = recipe.model_options.model_dump()
-    config = ", ".join(f"{k}={v}" for k, v in opts.items() if k in ("dim", "blocks", "max_len", "heads"))
+    config = ", ".join(
+        f"{k}={v}" for k, v in opts.items() if k in ("dim", "blocks", "max_len", "heads")
+    )
     table.add_row(
         args.model,
         config,

@@ -12,6 +12,7 @@ Histories arrive left-padded: the most recent item is in the last column.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -21,6 +22,13 @@ from torch import nn
 from seqrec_core.plugins import NoOptions
 
 Objective = Literal["causal", "masked", "none"]
+
+
+@dataclass
+class HistoryState:
+    """Streaming state of models without a recurrent state: the history itself."""
+
+    items: list[int] = field(default_factory=list)
 
 
 class Recommender(nn.Module):
@@ -54,6 +62,25 @@ class Recommender(nn.Module):
     def predict(self, seqs: torch.Tensor) -> torch.Tensor:
         """Scores for the next item: ``[B, L]`` left-padded ids → ``[B, n_items + 1]``."""
         raise NotImplementedError
+
+    # ---------------------------------------------------------- streaming inference
+    def init_state(self, history: torch.Tensor) -> Any:
+        """Inference state of one user after ``history`` (``[T]`` item ids, oldest
+        first). Recurrent models return their recurrent state (O(1) updates);
+        this default keeps the history and recomputes (Transformers, POP)."""
+        return HistoryState(list(history.tolist()))
+
+    def step(self, state: Any, item: int) -> tuple[Any, torch.Tensor]:
+        """Add one interaction; return the new state and next-item scores
+        ``[n_items + 1]`` — the same as :meth:`predict` on the whole history."""
+        state = HistoryState([*state.items, int(item)])
+        window = state.items[-self.max_len :] if self.max_len else state.items
+        device = next((t.device for t in self.buffers()), None) or next(
+            (p.device for p in self.parameters()), torch.device("cpu")
+        )
+        with torch.no_grad():
+            scores = self.predict(torch.tensor([window], dtype=torch.long, device=device))[0]
+        return state, scores
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

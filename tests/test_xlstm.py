@@ -1,0 +1,195 @@
+"""xLSTM plugin: shapes, causality, padding, chunking, streaming, learning,
+checkpoints, options; GPU paths marked ``gpu``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import seqrec_metrics
+import seqrec_pop
+import seqrec_synthetic
+import seqrec_xlstm as X
+from seqrec_core.data import load_dataset
+from seqrec_core.errors import RecipeError
+from seqrec_core.plugins import load_plugins
+from seqrec_core.recipe import load_recipe
+from seqrec_core.recommend import load_for_inference
+from seqrec_core.train import Trainer
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def model(seed=0, **kw) -> X.XLSTM:
+    torch.manual_seed(seed)
+    opts = {
+        "max_len": 24,
+        "dim": 32,
+        "blocks": 2,
+        "heads": 2,
+        "chunk_size": 8,
+        "dropout": 0.0,
+        **kw,
+    }
+    return X.XLSTM(X.XLSTMOptions(**opts), 60).eval()
+
+
+@pytest.mark.parametrize("slstm_at", [[], [1]])
+def test_shapes_causality_and_padding(slstm_at):
+    m = model(slstm_at=slstm_at)
+    seq = torch.tensor([[0, 0, 0, 3, 7, 9, 2, 5, 11, 4, 4, 6]])
+    with torch.no_grad():
+        out = m.encode(seq)
+        assert out.shape == (1, 12, 32)
+        assert m.predict(seq).shape == (1, 61)
+        # Left padding never changes a real position.
+        assert torch.allclose(out[:, 3:], m.encode(seq[:, 3:]), atol=1e-5)
+        changed = seq.clone()
+        changed[0, -2:] = torch.tensor([20, 21])
+        other = m.encode(changed)
+    assert torch.allclose(out[:, 3:-2], other[:, 3:-2], atol=1e-6)  # the past ignores the future
+    assert not torch.allclose(out[:, -1], other[:, -1])
+
+
+def test_length_not_a_multiple_of_the_chunk_size_changes_nothing():
+    a = model(chunk_size=4)
+    b = model(chunk_size=16)
+    b.load_state_dict(a.state_dict())
+    seq = torch.tensor([[0, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]])  # length 11
+    with torch.no_grad():
+        assert torch.allclose(a.encode(seq), b.encode(seq), atol=1e-5)
+
+
+def test_native_kernels_on_cpu_are_chosen_and_logged(caplog):
+    m = model()
+    with caplog.at_level("INFO", logger="seqrec.xlstm"):
+        m.encode(torch.tensor([[1, 2, 3]]))
+    assert m.kernel == "native"
+    assert "native mLSTM kernels (chunkwise--native_autograd) on cpu" in caplog.text
+
+
+@pytest.mark.parametrize("slstm_at", [[], [0], [1]])
+def test_streaming_equals_recompute_fp32(slstm_at):
+    m = model(slstm_at=slstm_at)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        hist = torch.randint(1, 61, (18,), generator=gen).tolist()
+        for k in (1, 5, 12):
+            state = m.init_state(torch.tensor(hist[:k]))
+            for item in hist[k:]:
+                state, scores = m.step(state, item)
+            full = m.predict(torch.tensor([hist]))[0]
+            scale = full[1:].abs().max()
+            assert ((scores - full)[1:].abs().max() / scale) < 1e-4
+            assert torch.equal(scores.topk(10).indices, full.topk(10).indices)
+            assert state.length == len(hist)
+
+
+def test_options_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="slstm_at"):
+        X.XLSTMOptions(blocks=2, slstm_at=[2])
+    with pytest.raises(ValueError, match="divisible"):
+        X.XLSTMOptions(dim=30, heads=4)
+    registry = load_plugins(extra=[X, seqrec_synthetic, seqrec_metrics], use_entry_points=False)
+    with pytest.raises(RecipeError, match="did you mean 'chunk_size'"):
+        load_recipe(
+            None,
+            registry,
+            data={"dataset": {"name": "synthetic"}, "model": {"name": "xlstm", "chunksize": 32}},
+        )
+
+
+@pytest.fixture
+def registry(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
+    return load_plugins(
+        extra=[X, seqrec_synthetic, seqrec_pop, seqrec_metrics], use_entry_points=False
+    )
+
+
+def recipe_for(registry, tmp_path, model_section, epochs=6):
+    return load_recipe(
+        None,
+        registry,
+        data={
+            "name": "x",
+            "dataset": {
+                "name": "synthetic",
+                "n_users": 150,
+                "n_items": 40,
+                "mean_length": 15,
+                "seed": 1,
+            },
+            "model": model_section,
+            "train": {"epochs": epochs, "batch_size": 32, "lr": 0.01, "device": "cpu"},
+            "eval": {"ks": [10], "metrics": ["recall", "ndcg"]},
+            "callbacks": [],
+            "output": {
+                "runs_dir": str(tmp_path / "runs"),
+                "checkpoints_dir": str(tmp_path / "ckpt"),
+            },
+        },
+    )
+
+
+def test_xlstm_learns_better_than_pop_and_round_trips(registry, tmp_path):
+    section = {
+        "name": "xlstm",
+        "max_len": 16,
+        "dim": 32,
+        "blocks": 2,
+        "heads": 2,
+        "chunk_size": 8,
+        "dropout": 0.0,
+        "slstm_at": [1],
+    }
+    recipe = recipe_for(registry, tmp_path, section)
+    data = load_dataset(recipe, registry)
+    trainer = Trainer(recipe, registry, data, 0, "x", torch.device("cpu"))
+    result = trainer.fit()
+    pop = Trainer(
+        recipe_for(registry, tmp_path, {"name": "pop"}), registry, data, 0, "p", torch.device("cpu")
+    ).fit()
+    assert result.test["NDCG@10"] > pop.test["NDCG@10"] + 0.05
+    loaded, *_ = load_for_inference(trainer.best_path, registry)
+    seqs = torch.from_numpy(data.padded("test", data.eval_users("test")[:16], 16))
+    with torch.no_grad():
+        assert torch.allclose(loaded.predict(seqs), trainer.model.predict(seqs), atol=1e-6)
+
+
+# ------------------------------------------------------------------ GPU paths
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("slstm_at", [[], [1]])
+def test_triton_and_native_kernels_agree_on_gpu(slstm_at):
+    native = model(
+        dim=64, heads=2, chunk_size=64, max_len=200, slstm_at=slstm_at, kernel="native"
+    ).cuda()
+    triton = model(
+        dim=64, heads=2, chunk_size=64, max_len=200, slstm_at=slstm_at, kernel="triton"
+    ).cuda()
+    triton.load_state_dict(native.state_dict())
+    seqs = torch.randint(1, 61, (8, 200), device="cuda")
+    seqs[:4, :50] = 0
+    with torch.no_grad():
+        a, b = native.encode(seqs), triton.encode(seqs)
+    assert triton.kernel == "triton"
+    assert torch.allclose(a, b, atol=2e-3, rtol=2e-3), (a - b).abs().max()
+
+
+@pytest.mark.gpu
+@cuda
+def test_auto_picks_triton_on_cuda_and_bf16_streaming_agrees():
+    m = model(dim=64, heads=2, chunk_size=64, max_len=200).cuda()
+    hist = torch.randint(1, 61, (120,)).tolist()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        state = m.init_state(torch.tensor(hist[:60]))
+        for item in hist[60:]:
+            state, scores = m.step(state, item)
+        full = m.predict(torch.tensor([hist], device="cuda"))[0]
+    assert m.kernel == "triton"
+    rel = (scores - full)[1:].abs().max() / full[1:].abs().max()
+    assert rel < 1e-2, rel
+    assert len(set(scores.topk(10).indices.tolist()) & set(full.topk(10).indices.tolist())) >= 9
