@@ -110,83 +110,7 @@ def main() -> None:
         stream.add_column(col, justify="right")
 
     for name in names:
-        cls = registry.get("models", name)
-        torch.manual_seed(0)
-        model = build(cls, args, args.max_len, args.items).to(device)
-        opt = build_optimizer(
-            type(
-                "Cfg",
-                (),
-                {"optimizer": "adamw", "lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0},
-            )(),
-            model,
-            device,
-        )
-        seqs = torch.randint(1, args.items + 1, (args.batch, args.max_len + 1), device=device)
-        masked = model.objective == "masked"
-
-        def train_step():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                if masked:
-                    inp, lab = model.mask_batch(seqs[:, 1:])
-                else:
-                    inp, lab = seqs[:, :-1], seqs[:, 1:]
-                h = model.encode(inp)
-                sel = lab != 0
-                loss = full_ce(h[sel], lab[sel], model.output_embeddings())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        model.train()
-        if amp:
-            torch.cuda.reset_peak_memory_stats()
-        step = timed(train_step, device, repeat=args.repeat)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if amp else float("nan")
-        tokens = args.batch * args.max_len
-        model.eval()
-
-        def predict(b):
-            hist = seqs[:b, 1:]
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                return model.predict(hist).topk(10).indices
-
-        lat1 = timed(lambda: predict(1), device, repeat=args.repeat)
-        lat256 = timed(lambda: predict(min(256, args.batch)), device, repeat=args.repeat)
-        if args.batch < 256:
-            seqs = torch.randint(1, args.items + 1, (256, args.max_len + 1), device=device)
-            lat256 = timed(lambda: predict(256), device, repeat=args.repeat)
-
-        epoch = ml1m_epoch(name, args, device) if args.ml1m else float("nan")
-        table.add_row(
-            name,
-            f"{model.num_parameters() / 1e6:.2f}M",
-            f"{tokens / step / 1e6:.2f}M",
-            f"{step * 1e3:.1f}",
-            f"{peak:.1f}",
-            f"{epoch:.2f}",
-            f"{lat1 * 1e3:.2f}",
-            f"{lat256 * 1e3:.2f}",
-        )
-        if not args.no_stream and type(model).init_state is not Recommender.init_state:
-            long_model = build(cls, args, 1024, args.items).to(device).eval()
-            for n in (50, 200, 1000):
-                hist = torch.randint(1, args.items + 1, (n,), device=device)
-                state = long_model.init_state(hist[:-1])
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    st = timed(
-                        lambda s=state, h=hist: long_model.step(s, int(h[-1])),
-                        device,
-                        repeat=args.repeat,
-                    )
-                    with torch.no_grad():
-                        rc = timed(
-                            lambda h=hist: long_model.predict(h[None]), device, repeat=args.repeat
-                        )
-                stream.add_row(
-                    name, str(n), f"{st * 1e3:.2f}", f"{rc * 1e3:.2f}", f"{rc / st:.1f}x"
-                )
-        del model, opt
+        bench_model(name, registry.get("models", name), args, device, amp, table, stream)
         if amp:
             torch.cuda.empty_cache()
 
@@ -194,6 +118,83 @@ def main() -> None:
     console.print(table)
     if stream.row_count:
         console.print(stream)
+
+
+def bench_model(name, cls, args, device, amp, table, stream) -> None:
+    """One row of ``table`` (and rows of ``stream``) for model ``name``."""
+    torch.manual_seed(0)
+    model = build(cls, args, args.max_len, args.items).to(device)
+    opt = build_optimizer(
+        type(
+            "Cfg",
+            (),
+            {"optimizer": "adamw", "lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0},
+        )(),
+        model,
+        device,
+    )
+    seqs = torch.randint(1, args.items + 1, (args.batch, args.max_len + 1), device=device)
+    masked = model.objective == "masked"
+
+    def train_step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            if masked:
+                inp, lab = model.mask_batch(seqs[:, 1:])
+            else:
+                inp, lab = seqs[:, :-1], seqs[:, 1:]
+            h = model.encode(inp)
+            sel = lab != 0
+            loss = full_ce(h[sel], lab[sel], model.output_embeddings())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    if amp:
+        torch.cuda.reset_peak_memory_stats()
+    step = timed(train_step, device, repeat=args.repeat)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if amp else float("nan")
+    tokens = args.batch * args.max_len
+    model.eval()
+
+    def predict(b):
+        hist = seqs[:b, 1:]
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            return model.predict(hist).topk(10).indices
+
+    lat1 = timed(lambda: predict(1), device, repeat=args.repeat)
+    lat256 = timed(lambda: predict(min(256, args.batch)), device, repeat=args.repeat)
+    if args.batch < 256:
+        seqs = torch.randint(1, args.items + 1, (256, args.max_len + 1), device=device)
+        lat256 = timed(lambda: predict(256), device, repeat=args.repeat)
+
+    epoch = ml1m_epoch(name, args, device) if args.ml1m else float("nan")
+    table.add_row(
+        name,
+        f"{model.num_parameters() / 1e6:.2f}M",
+        f"{tokens / step / 1e6:.2f}M",
+        f"{step * 1e3:.1f}",
+        f"{peak:.1f}",
+        f"{epoch:.2f}",
+        f"{lat1 * 1e3:.2f}",
+        f"{lat256 * 1e3:.2f}",
+    )
+    if not args.no_stream and type(model).init_state is not Recommender.init_state:
+        long_model = build(cls, args, 1024, args.items).to(device).eval()
+        for n in (50, 200, 1000):
+            hist = torch.randint(1, args.items + 1, (n,), device=device)
+            state = long_model.init_state(hist[:-1])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                st = timed(
+                    lambda s=state, h=hist: long_model.step(s, int(h[-1])),
+                    device,
+                    repeat=args.repeat,
+                )
+                with torch.no_grad():
+                    rc = timed(
+                        lambda h=hist: long_model.predict(h[None]), device, repeat=args.repeat
+                    )
+            stream.add_row(name, str(n), f"{st * 1e3:.2f}", f"{rc * 1e3:.2f}", f"{rc / st:.1f}x")
 
 
 def ml1m_epoch(name: str, args, device) -> float:
