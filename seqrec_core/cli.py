@@ -7,6 +7,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from seqrec_core import __version__
@@ -75,7 +76,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         status = (
             "disabled"
             if info.disabled
-            else (f"[red]error: {info.error}[/]" if info.error else "ok")
+            else (f"[red]error: {escape(info.error)}[/]" if info.error else "ok")
         )
         table.add_row(
             info.name,

@@ -43,7 +43,7 @@ def rank_targets(
     ``exclude``: optional bool ``[B, n_items + 1]``, True = not a candidate; the
     target is always a candidate. NaN scores count as the worst score.
     """
-    scores = torch.nan_to_num(scores.float(), nan=-torch.inf)
+    scores = torch.nan_to_num(scores.float(), nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
     rows = torch.arange(scores.shape[0], device=scores.device)
     valid = torch.ones_like(scores, dtype=torch.bool)
     valid[:, 0] = False

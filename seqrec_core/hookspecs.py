@@ -86,7 +86,8 @@ class RegistrationSpec:
 
         Call ``register(CallbackClass)`` for each. Recipes enable callbacks by
         name under ``callbacks:``; the class is built as ``CallbackClass(options)``
-        and implements hooks of :class:`CallbackSpec`.
+        and implements hooks of :class:`CallbackSpec`. A class with
+        ``default = True`` is enabled for recipes that have no ``callbacks:`` key.
         """
 
 

@@ -16,16 +16,29 @@ previous component.
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seqrec_core.errors import RecipeError, SeqrecError
 from seqrec_core.plugins import Registry, did_you_mean, options_schema
 
 Path_ = tuple[Any, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``3e-4`` (no dot) as a float, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 class _Section(BaseModel):
@@ -93,19 +106,13 @@ class TrainSection(_Section):
 
 
 class EvalSection(_Section):
-    ks: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
+    ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
     metrics: list[str] = Field(
         default_factory=lambda: ["hr", "recall", "ndcg", "mrr", "precision", "coverage"],
         min_length=1,
     )
     filter_seen: bool = Field(False, description="remove history items before ranking")
     batch_size: int = Field(1024, ge=1)
-
-    @model_validator(mode="after")
-    def _positive_ks(self) -> EvalSection:
-        if any(k < 1 for k in self.ks):
-            raise ValueError("every K in eval.ks must be >= 1")
-        return self
 
 
 class CallbackEntry(_PluginSection):
@@ -128,8 +135,9 @@ class Recipe(_Section):
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     callbacks: list[CallbackEntry] = Field(
-        default_factory=lambda: [CallbackEntry(name="console")],
-        description="training callbacks by name; default: console progress only",
+        default_factory=list,
+        description="training callbacks by name; without this key, the callbacks whose "
+        "plugin marks them `default = True` (e.g. console progress)",
     )
     output: OutputSection = OutputSection()
 
@@ -216,9 +224,10 @@ def parse_override(text: str) -> tuple[Path_, Any]:
     if not sep or not key.strip():
         raise RecipeError(f"override -o {text}: expected KEY.PATH=VALUE, e.g. -o train.lr=3e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"override -o {text}: value is not valid YAML ({exc})") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"override -o {text}: value is not valid YAML ({problem})") from None
     path = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
     return path, value
 
@@ -231,9 +240,14 @@ def _apply_override(data: dict, path: Path_, value: Any, text: str) -> None:
             continue
         if not isinstance(node, dict):
             raise RecipeError(f"override -o {text}: '{_dotted(path[:i])}' is not a mapping")
-        if not isinstance(node.get(part), dict | list):
-            node[part] = {}
-        node = node[part]
+        child = node.get(part)
+        if child is None:
+            node[part] = child = {}
+        elif not isinstance(child, dict | list):
+            raise RecipeError(
+                f"override -o {text}: '{_dotted(path[: i + 1])}' is {child!r}, not a mapping"
+            )
+        node = child
     last = path[-1]
     if isinstance(node, list) and isinstance(last, int) and last < len(node):
         node[last] = value
@@ -252,8 +266,8 @@ def read_recipe_file(path: str | Path) -> tuple[dict, dict[Path_, int]]:
         raise RecipeError(f"{path}: recipe file not found")
     text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -281,6 +295,7 @@ def load_recipe(
         data, lines = read_recipe_file(path)
         source = str(path)
     else:
+        data = copy.deepcopy(data)  # never change the caller's dict
         lines, source = {}, str(path or "<recipe>")
     where = _Where(source, lines)
     for text in overrides:
@@ -344,6 +359,11 @@ def _is_internal(model_cls: type, field: str) -> bool:
     return bool(info is not None and info.exclude)
 
 
+class _Unknown(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
 def _plugin_options(
     registry: Registry, kind: str, section: _PluginSection, where: _Where, prefix: Path_
 ) -> BaseModel:
@@ -355,11 +375,18 @@ def _plugin_options(
         ) from None
     schema = options_schema(component)
     extra = dict(section.model_extra or {})
+    core = [f for f in type(section).model_fields]
+    unknown = [k for k in extra if k not in schema.model_fields]
     try:
+        if unknown:
+            raise _Unknown(unknown[0])
         return schema.model_validate(extra)
-    except ValidationError as exc:
-        core = [f for f in type(section).model_fields]
-        err = exc.errors()[0]
+    except (ValidationError, _Unknown) as exc:
+        err = (
+            {"type": "extra_forbidden", "loc": (exc.key,)}
+            if isinstance(exc, _Unknown)
+            else exc.errors()[0]
+        )
         if err["type"] == "extra_forbidden":
             key = err["loc"][-1]
             allowed = [*core, *schema.model_fields]
@@ -374,12 +401,25 @@ def _plugin_options(
 
 def resolve(data: dict, registry: Registry, where: _Where | None = None) -> Recipe:
     where = where or _Where("<recipe>", {})
+    allowed = [f for f in Recipe.model_fields if not _is_internal(Recipe, f)]
+    for key in data:
+        if key not in allowed:
+            raise RecipeError(
+                f"{where((key,))}: {key}: unknown key '{key}'{did_you_mean(key, allowed)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
     for section in ("dataset", "model"):
         if section not in data:
             raise RecipeError(
                 f"{where(())}: missing section '{section}:' (e.g. '{section}: {{name: ...}}'); "
-                f"available {section}: {', '.join(registry.names(section + 's'))}"
+                f"available {section}s: {', '.join(registry.names(section + 's'))}"
             )
+    if "callbacks" not in data:
+        data["callbacks"] = [
+            name
+            for name in registry.names("callbacks")
+            if getattr(registry.get("callbacks", name), "default", False)
+        ]
     if isinstance(data.get("callbacks"), list):
         # `callbacks: [tensorboard]` is shorthand for `[{name: tensorboard}]`.
         data["callbacks"] = [{"name": c} if isinstance(c, str) else c for c in data["callbacks"]]
@@ -405,4 +445,23 @@ def resolve(data: dict, registry: Registry, where: _Where | None = None) -> Reci
                 f"{did_you_mean(metric, registry.names('metrics'))}; "
                 f"available: {', '.join(registry.names('metrics'))}"
             )
+    labels = metric_labels(
+        [registry.get("metrics", m) for m in recipe.eval.metrics], recipe.eval.ks
+    )
+    if recipe.train.monitor not in labels:
+        p = ("train", "monitor")
+        raise RecipeError(
+            f"{where(p)}: {_dotted(p)}: '{recipe.train.monitor}' is not a validation metric of "
+            f"this recipe{did_you_mean(recipe.train.monitor, labels)}; choose one of: "
+            f"{', '.join(labels)}"
+        )
     return recipe
+
+
+def metric_labels(metrics: list[Any], ks: list[int]) -> list[str]:
+    """The names compute_metrics reports: ``HR@10`` for at-K metrics, else ``MRR``."""
+    out = []
+    for m in metrics:
+        label = getattr(m, "label", m.name)
+        out += [f"{label}@{k}" for k in ks] if m.at_k else [label]
+    return out

@@ -154,3 +154,26 @@ def load_via_pipeline(monkeypatch, tmp_path):
 def worked_example_rows() -> list[tuple]:
     """The (user, item, timestamp) rows of docs/protocol.md, section 11."""
     return list(WORKED_EXAMPLE_ROWS)
+
+
+@pytest.fixture
+def cli_registry(monkeypatch, inline_plugin, tmp_path):
+    """Make ``seqrec_core.cli.main`` build its registry from the inline test
+    plugin plus the real metrics and POP plugins (no entry points)."""
+    import seqrec_core.cli
+    import seqrec_metrics
+    import seqrec_pop
+    from seqrec_core.plugins import load_plugins
+
+    monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("SEQREC_DEBUG", raising=False)
+    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
+
+    def fake_load_plugins(disabled=(), **_):
+        return load_plugins(
+            disabled=disabled,
+            extra=[inline_plugin, seqrec_metrics, seqrec_pop],
+            use_entry_points=False,
+        )
+
+    monkeypatch.setattr(seqrec_core.cli, "load_plugins", fake_load_plugins)

@@ -115,16 +115,22 @@ def test_topk_never_contains_padding_or_excluded_items():
     assert METRICS["coverage"].compute(result, 4) == pytest.approx(2 / 4)
 
 
+def test_nan_and_minus_inf_are_the_same_worst_score():
+    # -inf must stay -inf (torch.nan_to_num would turn it into the lowest finite
+    # float, which then beats NaN). Item 1 is NaN, item 3 is -inf: they tie.
+    scores = [[9.0, NAN, 0.5, -math.inf, 0.1]]
+    assert ranks_of(scores, [3]) == [4]  # ties with item 1, behind 2 and 4
+    assert ranks_of(scores, [1]) == [4]
+
+
 def test_topk_leaves_out_unscorable_items():
     # NaN and -inf scores are "never recommend": such candidates are left out of
     # top-K lists, whose tail is then 0 (padding), and Coverage ignores 0.
-    scores = torch.tensor([[9.0, NAN, 0.5, -torch.inf, 0.1]])
+    scores = torch.tensor([[9.0, NAN, 0.5, -math.inf, 0.1]])
     _, top = rank_targets(scores, torch.tensor([1]), k=4)
     assert top.tolist() == [[2, 4, 0, 0]]
     result = RankingResult(ranks=np.array([4]), topk=top.numpy(), n_items=4)
     assert METRICS["coverage"].compute(result, 4) == pytest.approx(2 / 4)
-    # The ranks still count them: target 1 (NaN) ties with item 3 (-inf) → rank 4.
-    assert ranks_of(scores.tolist(), [1]) == [4]
 
 
 # ---------------------------------------------------------------------- metrics

@@ -147,9 +147,9 @@ def test_a_register_hook_raising_is_reported_and_others_still_register(capsys):
 
     registry = load_plugins(extra=[Exploding(), seqrec_pop], use_entry_points=False)
     assert registry.names("models") == ["pop"]
-    assert "register_models raised ValueError: weights missing" in registry.plugins[
-        "exploding"
-    ].error
+    assert (
+        "register_models raised ValueError: weights missing" in registry.plugins["exploding"].error
+    )
     assert "plugin 'exploding'" in capsys.readouterr().err
 
 

@@ -17,7 +17,6 @@ from pydantic import BaseModel
 
 import seqrec_core.cli
 import seqrec_metrics
-import seqrec_pop
 from seqrec_core import hookimpl
 from seqrec_core.errors import RecipeError
 from seqrec_core.plugins import load_plugins
@@ -252,7 +251,9 @@ def test_plugin_options_reject_unknown_keys_even_without_extra_forbid(tmp_path):
             register(Lax, name="laxdata")
 
     registry = load_plugins(extra=[LaxPlugin(), seqrec_metrics], use_entry_points=False)
-    path = write(tmp_path, "dataset: {name: laxdata}\nmodel:\n  name: lax\n  dimm: 3\ncallbacks: []\n")
+    path = write(
+        tmp_path, "dataset: {name: laxdata}\nmodel:\n  name: lax\n  dimm: 3\ncallbacks: []\n"
+    )
     message = error_of(path, registry)
     assert message.startswith(f"{path}:4: model.dimm"), message
     assert "did you mean 'dim'?" in message
@@ -298,7 +299,14 @@ def test_override_values_are_parsed(tmp_path, core_registry):
     recipe = load_recipe(
         path,
         core_registry,
-        ["train.lr=3e-4", "eval.ks=[1, 3]", "eval.filter_seen=true", "model.dim=64", "name=x"],
+        [
+            "train.lr=3e-4",
+            "eval.ks=[1, 3]",
+            "train.monitor=HR@3",
+            "eval.filter_seen=true",
+            "model.dim=64",
+            "name=x",
+        ],
     )
     assert isinstance(recipe.train.lr, float) and recipe.train.lr == pytest.approx(3e-4)
     assert recipe.eval.ks == [1, 3] and recipe.eval.filter_seen is True
@@ -368,7 +376,7 @@ def test_resolved_recipe_round_trips_through_yaml(tmp_path, core_registry):
     path = write(
         tmp_path,
         HEAD
-        + "train:\n  lr: 3e-4\n  betas: [0.8, 0.9]\n  scheduler: {name: cosine}\n"
+        + "train:\n  lr: 3e-4\n  betas: [0.8, 0.9]\n  scheduler: {name: cosine}\n  monitor: NDCG@7\n"
         + "eval: {ks: [1, 7], filter_seen: true}\ncallbacks: [{name: noop, every: 3}]\n",
     )
     recipe = load_recipe(path, core_registry, ["model.max_len=9"])
@@ -393,23 +401,6 @@ def test_dict_recipe_is_resolved_like_a_file(core_registry):
 
 
 # ------------------------------------------------------------------ CLI
-
-
-@pytest.fixture
-def cli_registry(monkeypatch, inline_plugin, tmp_path):
-    """Make the CLI build its registry from the test plugins only."""
-    monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
-    monkeypatch.delenv("SEQREC_DEBUG", raising=False)
-    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
-
-    def fake_load_plugins(disabled=(), **_):
-        return load_plugins(
-            disabled=disabled,
-            extra=[inline_plugin, seqrec_metrics, seqrec_pop],
-            use_entry_points=False,
-        )
-
-    monkeypatch.setattr(seqrec_core.cli, "load_plugins", fake_load_plugins)
 
 
 @pytest.mark.parametrize(
@@ -439,3 +430,27 @@ def test_cli_debug_shows_the_exception(tmp_path, cli_registry):
     path = write(tmp_path, HEAD + "train:\n  lr: fast\n")
     with pytest.raises(RecipeError):
         seqrec_core.cli.main(["--debug", "run", str(path)])
+
+
+def test_callbacks_default_to_plugins_marked_default_and_data_is_not_mutated(
+    monkeypatch, inline_plugin
+):
+    import seqrec_console
+    import seqrec_metrics
+    import seqrec_pop
+    import seqrec_tensorboard
+
+    from seqrec_core.plugins import load_plugins
+    from seqrec_core.recipe import load_recipe
+
+    monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
+    registry = load_plugins(
+        extra=[inline_plugin, seqrec_metrics, seqrec_pop, seqrec_console, seqrec_tensorboard],
+        use_entry_points=False,
+    )
+    data = {"dataset": {"name": "inline"}, "model": {"name": "pop"}}
+    recipe = load_recipe(None, registry, data=data, overrides=["train.lr=0.5"])
+    assert [c.name for c in recipe.callbacks] == ["console"]  # tensorboard is opt-in
+    assert data == {"dataset": {"name": "inline"}, "model": {"name": "pop"}}
+    explicit = load_recipe(None, registry, data={**data, "callbacks": []})
+    assert explicit.callbacks == []

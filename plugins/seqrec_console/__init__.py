@@ -99,6 +99,8 @@ def epoch_line(event: dict, epochs: Any = None, saved_best: bool = False) -> str
 class ConsoleCallback:
     name = "console"
     Options = ConsoleOptions
+    #: Enabled when a recipe has no ``callbacks:`` key.
+    default = True
 
     def __init__(self, options: ConsoleOptions | None = None) -> None:
         self.options = options or ConsoleOptions()

@@ -77,6 +77,13 @@ class IdMap:
 
     def to_raw(self, internal: Any) -> np.ndarray:
         idx = np.asarray(internal, dtype=np.int64) - self.offset
+        bad = (idx < 0) | (idx >= len(self.raw))
+        if bad.any():
+            first = int(np.asarray(internal, dtype=np.int64)[bad].ravel()[0])
+            raise KeyError(
+                f"internal id {first} has no raw id "
+                f"(valid: {self.offset}..{self.offset + len(self.raw) - 1})"
+            )
         return self.raw[idx]
 
     def digest(self) -> str:
@@ -86,6 +93,8 @@ class IdMap:
 
 def _coerce(value: Any, dtype: np.dtype) -> Any:
     if dtype.kind in "iu":
+        if isinstance(value, float):
+            return int(value) if value.is_integer() else value
         try:
             return int(value)
         except (TypeError, ValueError):

@@ -78,15 +78,28 @@ def load_sequences(directory: Path) -> SequenceData:
     with np.load(directory / "arrays.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads((directory / "meta.json").read_text())
+    item_map = IdMap(arrays["item_raw"], offset=1)
+    user_map = IdMap(arrays["user_raw"], offset=0)
     return SequenceData(
         name=meta["name"],
         offsets=arrays["offsets"],
         items=arrays["items"],
-        user_map=IdMap(arrays["user_raw"], offset=0),
-        item_map=IdMap(arrays["item_raw"], offset=1),
-        item_meta=pd.read_parquet(directory / "items.parquet"),
-        user_meta=pd.read_parquet(directory / "users.parquet"),
+        user_map=user_map,
+        item_map=item_map,
+        item_meta=_read_meta(directory / "items.parquet", item_map),
+        user_meta=_read_meta(directory / "users.parquet", user_map),
     )
+
+
+def _read_meta(path: Path, id_map: IdMap) -> pd.DataFrame:
+    # Parquet drops the rows of a frame without columns; rebuild its index.
+    meta = pd.read_parquet(path)
+    if meta.columns.empty:
+        kind = "item" if id_map.offset else "user"
+        meta = pd.DataFrame(
+            index=pd.RangeIndex(id_map.offset, id_map.offset + len(id_map), name=kind)
+        )
+    return meta
 
 
 def load_dataset(
