@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import seqrec_bert4rec
 import torch
 
+import seqrec_bert4rec
 import seqrec_console
 import seqrec_files
 import seqrec_gpu

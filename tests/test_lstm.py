@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import seqrec_lstm
 import torch
 
 import seqrec_console
 import seqrec_files
 import seqrec_gpu
+import seqrec_lstm
 import seqrec_metrics
 import seqrec_movielens
 import seqrec_pop

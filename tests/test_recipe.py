@@ -439,7 +439,6 @@ def test_callbacks_default_to_plugins_marked_default_and_data_is_not_mutated(
     import seqrec_metrics
     import seqrec_pop
     import seqrec_tensorboard
-
     from seqrec_core.plugins import load_plugins
     from seqrec_core.recipe import load_recipe
 

@@ -4,12 +4,12 @@ checkpoints, options; GPU paths marked ``gpu``."""
 from __future__ import annotations
 
 import pytest
-import seqrec_xlstm as X
 import torch
 
 import seqrec_metrics
 import seqrec_pop
 import seqrec_synthetic
+import seqrec_xlstm as X
 from seqrec_core.data import load_dataset
 from seqrec_core.errors import RecipeError
 from seqrec_core.plugins import load_plugins

@@ -103,6 +103,9 @@ class SeqrecApp(App):
 
     def action_show_tab(self, tab: str) -> None:
         self.screen_stack[0].query_one(TabbedContent).active = tab
+        # Focus moves with the tab, at once: the main screen refocuses its focused
+        # widget when a dialog closes, and a focused widget activates its own tab.
+        self._focus_pane(tab, typing=True)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -126,7 +129,8 @@ class SeqrecApp(App):
                 "recommend": "#history",
             }.get(tab)
         if target:
-            self.screen_stack[0].query_one(target).focus()
+            main = self.screen_stack[0]
+            main.set_focus(main.query_one(target))
 
     # ------------------------------------------------------------------ home actions
     @on(HomePane.StartRecipe)

@@ -292,7 +292,7 @@ class RunState:
     def early_stop_lines(self) -> list[str]:
         """The early-stopping panel, as lines of text."""
         if not self.monitor:
-            return ["waiting for the run to start…"]
+            return [self._status_line()] if self.finished else ["waiting for the run to start…"]
         lines = [f"monitor  {self.monitor} (higher is better)"]
         if self.best_value is None:
             lines.append("best     —")
@@ -303,8 +303,11 @@ class RunState:
         if self.stopped_early_at is not None:
             lines.append(f"stopped early at epoch {self.stopped_early_at}")
         elif self.finished:
-            lines.append(f"run {self.status.replace('_', ' ')}")
+            lines.append(self._status_line())
         return lines
+
+    def _status_line(self) -> str:
+        return f"run {self.status.replace('_', ' ')}"
 
 
 def _metrics(value: Any) -> dict[str, float]:
