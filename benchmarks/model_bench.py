@@ -223,7 +223,13 @@ def ml1m_epoch(name: str, args, device) -> float:
             "name": f"epoch-{name}",
             "dataset": {"name": "files", "path": args.ml1m, "format": "sasrec"},
             "model": {"name": name, **model_opts},
-            "train": {"epochs": 2, "batch_size": args.batch, "device": device.type, "patience": 5},
+            "train": {
+                "epochs": 2,
+                "batch_size": args.batch,
+                "device": device.type,
+                "patience": 5,
+                "monitor": "NDCG@10",
+            },
             "eval": {"ks": [10], "metrics": ["ndcg"]},
             "callbacks": [],
             "output": {"runs_dir": f"{out}/runs", "checkpoints_dir": f"{out}/ckpt"},
@@ -239,7 +245,6 @@ def ml1m_epoch(name: str, args, device) -> float:
             times.append(event["train_time"])
 
     data = load_dataset(recipe, registry)
-    recipe.train.monitor = "NDCG@10"
     Trainer(recipe, registry, data, 0, recipe.name, device, [Rec()]).fit()
     return times[-1]  # the second epoch: no warm-up / compilation in it
 

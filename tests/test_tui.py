@@ -345,9 +345,7 @@ def test_start_a_run_from_the_tui_and_see_it_stop_early(env):
         await pilot.press("enter")  # no overrides: start
         await until(pilot, lambda: app.process is not None, timeout=30, what="the run to start")
         tabs = app.screen_stack[0].query_one("TabbedContent")
-        print("DBG", tabs.active, app.screen, app.focused, app.screen_stack)
         await until(pilot, lambda: tabs.active == "train", what="the Train tab")
-        print("DBG", tabs.active, app.screen, app.focused, app.screen_stack)
         state = lambda: app.dashboard.state  # noqa: E731
         await until(pilot, lambda: len(state().rows) >= 2, timeout=60, what="two epochs")
         await until(pilot, lambda: state().finished, timeout=60, what="the run to finish")
@@ -620,7 +618,11 @@ def test_console_matches_seqrec_recommend(trained, capsys, monkeypatch):
             search.value = title  # as if typed
             await until(pilot, lambda t=title: pane.results and pane.results[0][1] == t)
             await pilot.press("enter")
-        await until(pilot, lambda: len(pane.history) == 3 and len(pane.recs) == 10)
+        await until(
+            pilot,
+            lambda: len(pane.history) == 3 and len(pane.recs) == 10,
+            what=f"3 items ({pane.history}, {pane.info_text})",
+        )
         await until(pilot, lambda: top_titles(app) == cli_titles, what="the CLI's top-10")
 
     run_app(app, scenario)

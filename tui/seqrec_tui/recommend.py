@@ -98,9 +98,9 @@ class RecommendPane(Vertical):
     """
 
     BINDINGS = [
-        Binding("ctrl+o", "focus('ckpt-path')", "Checkpoint"),
-        Binding("ctrl+g", "focus('user')", "User"),
-        Binding("ctrl+f", "focus('search')", "Search"),
+        Binding("ctrl+o", "focus_field('ckpt-path')", "Checkpoint"),
+        Binding("ctrl+g", "focus_field('user')", "User"),
+        Binding("ctrl+f", "focus_field('search')", "Search"),
         Binding("ctrl+t", "toggle_seen", "Hide seen"),
     ]
 
@@ -297,6 +297,9 @@ class RecommendPane(Vertical):
     @on(Checkbox.Changed, "#hide-seen")
     def _seen_changed(self, event: Checkbox.Changed) -> None:
         self.hide_seen = event.value
+
+    def action_focus_field(self, field: str) -> None:
+        self.query_one(f"#{field}").focus()
 
     def action_toggle_seen(self) -> None:
         box = self.query_one("#hide-seen", Checkbox)
