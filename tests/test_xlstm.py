@@ -174,9 +174,12 @@ def test_triton_and_native_kernels_agree_on_gpu(slstm_at):
     seqs = torch.randint(1, 61, (8, 200), device="cuda")
     seqs[:4, :50] = 0
     with torch.no_grad():
-        a, b = native.encode(seqs), triton.encode(seqs)
-    assert triton.kernel == "triton"
-    assert torch.allclose(a, b, atol=2e-3, rtol=2e-3), (a - b).abs().max()
+        a, b = native.predict(seqs), triton.predict(seqs)
+    assert triton.kernel == "triton" and native.kernel == "native"
+    # fp32 in both; Triton's tl.dot rounds through TF32, hence not bit-equal.
+    rel = ((a - b)[:, 1:].abs().amax(1) / a[:, 1:].abs().amax(1)).max()
+    assert rel < 2e-3, rel
+    assert torch.equal(a.topk(10).indices.sort(1).values, b.topk(10).indices.sort(1).values)
 
 
 @pytest.mark.gpu
@@ -188,8 +191,15 @@ def test_auto_picks_triton_on_cuda_and_bf16_streaming_agrees():
         state = m.init_state(torch.tensor(hist[:60]))
         for item in hist[60:]:
             state, scores = m.step(state, item)
-        full = m.predict(torch.tensor([hist], device="cuda"))[0]
+        with torch.no_grad():
+            full_bf16 = m.predict(torch.tensor([hist], device="cuda"))[0]
+    with torch.no_grad():
+        full_fp32 = m.predict(torch.tensor([hist], device="cuda"))[0]
     assert m.kernel == "triton"
-    rel = (scores - full)[1:].abs().max() / full[1:].abs().max()
-    assert rel < 1e-2, rel
-    assert len(set(scores.topk(10).indices.tolist()) & set(full.topk(10).indices.tolist())) >= 9
+
+    def rel(x, y):
+        return ((x - y)[1:].abs().max() / y[1:].abs().max()).item()
+
+    assert rel(scores, full_bf16) < 1e-2
+    assert rel(scores, full_fp32) < 1e-3
+    assert torch.equal(scores.topk(10).indices, full_fp32.topk(10).indices)

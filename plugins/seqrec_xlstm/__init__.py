@@ -192,7 +192,12 @@ class XLSTM(SequentialModel):
                 **KERNELS[kind],
             )
             layer.train_backend = mLSTMBackend(mLSTMBackendConfig(mode="train", **common))
-            layer.infer_backend = mLSTMBackend(mLSTMBackendConfig(mode="inference", **common))
+            # Without gradients (evaluation, serving) the kernel runs in fp32 even
+            # under bf16 autocast: a bf16 kernel puts scores ~1.4e-2 (relative) off
+            # the fp32 result on an H200 (benchmarks/xlstm_numerics.py).
+            fp32 = {**common, "autocast_kernel_dtype": "float32"}
+            layer.eval_backend = mLSTMBackend(mLSTMBackendConfig(mode="train", **fp32))
+            layer.inference_backend = mLSTMBackend(mLSTMBackendConfig(mode="inference", **fp32))
             layer.mlstm_backend = layer.train_backend
         self._kernel_device = kind
         log.info(
@@ -200,12 +205,12 @@ class XLSTM(SequentialModel):
         )
 
     def _set_mode(self, mode: str) -> None:
+        """``train`` (chunkwise, autocast dtype), ``eval`` (chunkwise, fp32 kernel)
+        or ``inference`` (recurrent state in fp32, step kernel for one item)."""
         for block, slstm in zip(self.blocks, self.is_slstm, strict=True):
             if not slstm:
                 layer = block.mlstm_layer
-                layer.mlstm_backend = (
-                    layer.infer_backend if mode == "inference" else layer.train_backend
-                )
+                layer.mlstm_backend = getattr(layer, f"{mode}_backend")
 
     @property
     def kernel(self) -> str | None:
@@ -217,7 +222,7 @@ class XLSTM(SequentialModel):
         seqs = seqs[:, -self.options.max_len :]
         b, n = seqs.shape
         self._use_kernels(seqs.device)
-        self._set_mode("train")
+        self._set_mode("train" if torch.is_grad_enabled() else "eval")
         # Left padding → right padding (roll each row), then pad to whole chunks.
         pads = (seqs == 0).sum(1, keepdim=True)
         ar = torch.arange(n, device=seqs.device)
@@ -238,6 +243,17 @@ class XLSTM(SequentialModel):
     # ------------------------------------------------------------ streaming
     @torch.no_grad()
     def init_state(self, history: torch.Tensor) -> XLSTMState:
+        with torch.autocast(self.item_emb.weight.device.type, enabled=False):
+            return self._init_state(history)
+
+    @torch.no_grad()
+    def step(self, state: XLSTMState, item: int) -> tuple[XLSTMState, torch.Tensor]:
+        """One new item: O(1) in the history length. Runs in fp32 whatever the
+        autocast context, so it matches an fp32 recompute to ~1e-6."""
+        with torch.autocast(self.item_emb.weight.device.type, enabled=False):
+            return self._step(state, item)
+
+    def _init_state(self, history: torch.Tensor) -> XLSTMState:
         history = torch.as_tensor(history, dtype=torch.long, device=self.item_emb.weight.device)
         history = history[history != 0][-self.options.max_len :]
         self._use_kernels(history.device)
@@ -263,8 +279,7 @@ class XLSTM(SequentialModel):
         self._set_mode("train")
         return XLSTMState(states, int(history.numel()))
 
-    @torch.no_grad()
-    def step(self, state: XLSTMState, item: int) -> tuple[XLSTMState, torch.Tensor]:
+    def _step(self, state: XLSTMState, item: int) -> tuple[XLSTMState, torch.Tensor]:
         self._set_mode("inference")
         x = self.item_emb(torch.tensor([[int(item)]], device=self.item_emb.weight.device))
         new = []
