@@ -6,7 +6,8 @@ On one set of weights, scores for the next item after a 120-item history are
 computed by: full recompute with native kernels in fp32 (the reference), full
 recompute with the Triton TFLA kernels in fp32 and under bf16 autocast, and
 streaming (``init_state`` on 60 items + 60 ``step`` calls) with each step
-kernel, in fp32 and under bf16 autocast. The table prints the largest
+kernel, in fp32 and under bf16 autocast, and the training path (gradients on,
+bf16). Inference (no gradients) runs in fp32 even under autocast. The table prints the largest
 difference relative to the largest reference score, and the top-10 overlap.
 """
 
@@ -40,11 +41,19 @@ def main() -> None:
                 state, scores = model.step(state, item)
         return scores.float()
 
+    def training_path(model):
+        # With gradients enabled the model keeps bf16 (as in training).
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            scores = model.score(model.encode(seq)[:, -1]).float()[0].detach()
+        scores[0] = -torch.inf
+        return scores
+
     ref = full(ref_model, False)
     rows = {
         "recompute triton fp32": full(tri_model, False),
         "recompute triton bf16": full(tri_model, True),
         "recompute native bf16": full(ref_model, True),
+        "training path triton bf16": training_path(tri_model),
         "stream triton fp32": stream(tri_model, False),
         "stream triton bf16": stream(tri_model, True),
         "stream native fp32": stream(ref_model, False),

@@ -85,6 +85,12 @@ async def until(pilot, condition, timeout: float = 20.0, what: str = "condition"
         await pilot.pause(0.05)
 
 
+def screen_text(app) -> str:
+    """What the terminal shows now, as text (80×24: is it readable there?)."""
+    strips = app.screen._compositor.render_strips(app.size)  # test-only peek
+    return "\n".join(strip.text for strip in strips)
+
+
 def text_of(widget) -> str:
     """The plain text a Static/Label shows."""
     if hasattr(widget, "text") and isinstance(widget.text, str) and widget.text:
@@ -441,6 +447,15 @@ def test_attach_to_a_finished_run(trained):
         assert f"stopped early at epoch {expected.stopped_early_at}" in panel
         assert f"{expected.best_value:.4f} at epoch {expected.best_epoch}" in panel
         assert "early stopped" in app.dashboard.query_one("RunHeader").text
+        await pilot.pause()
+        screen = screen_text(app)  # all of it fits at 80×24
+        for part in (
+            f"stopped early at epoch {expected.stopped_early_at}",
+            f"★{expected.best_epoch}",
+            "NDCG@10",
+            "s Stop run",
+        ):
+            assert part in screen
 
     run_app(app, scenario)
 
@@ -467,6 +482,42 @@ def test_attach_to_a_log_cut_mid_line_then_completed(tmp_path):
     run_app(app, scenario)
 
 
+def test_dashboard_follows_the_seeds_of_a_recipe_in_turn(tmp_path):
+    first = write_log(tmp_path / "runs" / "r-seed1" / "events.jsonl", scripted_events())
+    second = tmp_path / "runs" / "r-seed2" / "events.jsonl"
+    app = SeqrecApp(runs_dir=tmp_path / "runs")
+
+    async def scenario(pilot):
+        app.dashboard.follow([first, second], label="r")
+        await until(pilot, lambda: app.dashboard.state.finished, what="seed 1")
+        assert app.dashboard.current == 0  # seed 2 has not logged anything yet
+        events = scripted_events()
+        events[0] = {**events[0], "run": "r-seed2", "seed": 2}
+        write_log(second, events[:6])
+        await until(pilot, lambda: app.dashboard.current == 1 and app.dashboard.state.rows)
+        assert app.dashboard.state.run == "r-seed2" and not app.dashboard.state.finished
+        assert "(run 2 of 2)" in screen_text(app) or "r-seed2" in screen_text(app)
+
+    run_app(app, scenario)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_run_that_fails_at_start_shows_its_error(env):
+    write_recipe(env / "recipes" / "gpu.yaml", name="needsgpu")
+    app = SeqrecApp(runs_dir="runs", checkpoints_dir="ckpt", recipes_dir="recipes")
+
+    async def scenario(pilot):
+        app.start_recipe(env / "recipes" / "gpu.yaml")
+        await until(pilot, lambda: type(app.screen).__name__ == "StartDialog")
+        await pilot.press(*"train.device=cuda", "enter")  # valid recipe, fails at run time
+        await until(pilot, lambda: app.dashboard.state.finished, timeout=60, what="the failure")
+        assert app.dashboard.state.status == "failed"
+        message = app.dashboard.query_one("#message").text
+        assert "exited with code 2" in message and "no CUDA GPU" in message
+
+    run_app(app, scenario)
+
+
 # ---------------------------------------------------------------------- Pilot: GPU
 
 
@@ -481,6 +532,7 @@ def test_gpu_panel_without_a_gpu(tmp_path, monkeypatch):
         await until(pilot, lambda: panel.status_text.startswith("no NVIDIA GPU"))
         assert panel.status_text == "no NVIDIA GPU (test machine)"
         assert not panel.query("GpuCard")
+        assert "no NVIDIA GPU (test machine)" in screen_text(app)
 
     run_app(app, scenario)
 
@@ -524,6 +576,8 @@ def test_gpu_panel_shows_readings(tmp_path, monkeypatch):
             assert part in card
         assert panel.status_text.startswith("1 NVIDIA GPU")
         assert "GPU0 87% 12.0/80G" in app.dashboard.gpu_text
+        screen = screen_text(app)
+        assert "GPU 0: Fake H100" in screen and "12.0 / 80.0 GiB" in screen
 
     run_app(app, scenario)
 
@@ -558,6 +612,10 @@ def test_console_user_history_search_add_and_hide_seen(trained):
         await until(pilot, lambda: len(pane.recs) == 10, what="the top-10")
         table = pane.query_one("#top")
         assert table.row_count == 10
+        await pilot.pause()
+        screen = screen_text(app)
+        assert all(f"{r.score:.2f}" in screen for r in pane.recs)  # numbers visible at 80 cols
+        assert pane.recs[0].title[:20] in screen
         assert all(str(table.get_row_at(i)[1]).strip() for i in range(10))  # titles shown
         expected = top_k(model, history, 10, catalogue=catalogue)
         assert top_titles(app) == [r.title for r in expected]
@@ -579,12 +637,17 @@ def test_console_user_history_search_add_and_hide_seen(trained):
         await pilot.press("enter")
         await until(pilot, lambda: pane.history[-1] == pick, what="the item to be added")
         await until(pilot, lambda: top_titles(app) != before, what="the top-10 to change")
-        assert top_titles(app) == [r.title for r in top_k(model, pane.history, 10, catalogue=catalogue)]
+        assert top_titles(app) == [
+            r.title for r in top_k(model, pane.history, 10, catalogue=catalogue)
+        ]
         # hide seen: no history item left in the top-10
         seen_in_top = [r for r in pane.recs if r.item in set(pane.history)]
         assert seen_in_top, "the tiny model should recommend something already seen"
         await pilot.press("ctrl+t")
-        await until(pilot, lambda: pane.hide_seen and not any(r.item in set(pane.history) for r in pane.recs))
+        await until(
+            pilot,
+            lambda: pane.hide_seen and not any(r.item in set(pane.history) for r in pane.recs),
+        )
         assert len(pane.recs) == 10
         # remove the added item (most recent = first in the list): back to the user's history
         listing.focus()

@@ -176,9 +176,10 @@ def test_triton_and_native_kernels_agree_on_gpu(slstm_at):
     with torch.no_grad():
         a, b = native.predict(seqs), triton.predict(seqs)
     assert triton.kernel == "triton" and native.kernel == "native"
-    # fp32 in both; Triton's tl.dot rounds through TF32, hence not bit-equal.
+    # fp32 in both; Triton's tl.dot rounds through TF32 (measured 4e-4 without
+    # and 2.5e-3 with an sLSTM block on an H200), hence not bit-equal.
     rel = ((a - b)[:, 1:].abs().amax(1) / a[:, 1:].abs().amax(1)).max()
-    assert rel < 2e-3, rel
+    assert rel < 5e-3, rel
     assert torch.equal(a.topk(10).indices.sort(1).values, b.topk(10).indices.sort(1).values)
 
 
@@ -200,6 +201,8 @@ def test_auto_picks_triton_on_cuda_and_bf16_streaming_agrees():
     def rel(x, y):
         return ((x - y)[1:].abs().max() / y[1:].abs().max()).item()
 
-    assert rel(scores, full_bf16) < 1e-2
+    # Inference runs in fp32 even under bf16 autocast (see XLSTM.encode), so
+    # streaming and recompute agree far inside the 1e-2 bf16 budget.
+    assert rel(scores, full_bf16) < 1e-3
     assert rel(scores, full_fp32) < 1e-3
     assert torch.equal(scores.topk(10).indices, full_fp32.topk(10).indices)

@@ -192,12 +192,7 @@ class XLSTM(SequentialModel):
                 **KERNELS[kind],
             )
             layer.train_backend = mLSTMBackend(mLSTMBackendConfig(mode="train", **common))
-            # Without gradients (evaluation, serving) the kernel runs in fp32 even
-            # under bf16 autocast: a bf16 kernel puts scores ~1.4e-2 (relative) off
-            # the fp32 result on an H200 (benchmarks/xlstm_numerics.py).
-            fp32 = {**common, "autocast_kernel_dtype": "float32"}
-            layer.eval_backend = mLSTMBackend(mLSTMBackendConfig(mode="train", **fp32))
-            layer.inference_backend = mLSTMBackend(mLSTMBackendConfig(mode="inference", **fp32))
+            layer.inference_backend = mLSTMBackend(mLSTMBackendConfig(mode="inference", **common))
             layer.mlstm_backend = layer.train_backend
         self._kernel_device = kind
         log.info(
@@ -205,8 +200,8 @@ class XLSTM(SequentialModel):
         )
 
     def _set_mode(self, mode: str) -> None:
-        """``train`` (chunkwise, autocast dtype), ``eval`` (chunkwise, fp32 kernel)
-        or ``inference`` (recurrent state in fp32, step kernel for one item)."""
+        """``train``: chunkwise kernels over whole sequences; ``inference``:
+        recurrent fp32 state, step kernel for one item (streaming)."""
         for block, slstm in zip(self.blocks, self.is_slstm, strict=True):
             if not slstm:
                 layer = block.mlstm_layer
@@ -219,10 +214,20 @@ class XLSTM(SequentialModel):
 
     # ------------------------------------------------------------ forward
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            # Inference in fp32 even under bf16 autocast: with bf16 gates and kernel
+            # inputs, H200 scores drift ~1e-2 (relative) from fp32, and streaming
+            # (fp32) and recompute would disagree by that much. See
+            # benchmarks/xlstm_numerics.py. Training keeps bf16.
+            with torch.autocast(seqs.device.type, enabled=False):
+                return self._encode(seqs)
+        return self._encode(seqs)
+
+    def _encode(self, seqs: torch.Tensor) -> torch.Tensor:
         seqs = seqs[:, -self.options.max_len :]
         b, n = seqs.shape
         self._use_kernels(seqs.device)
-        self._set_mode("train" if torch.is_grad_enabled() else "eval")
+        self._set_mode("train")
         # Left padding → right padding (roll each row), then pad to whole chunks.
         pads = (seqs == 0).sum(1, keepdim=True)
         ar = torch.arange(n, device=seqs.device)
@@ -239,6 +244,12 @@ class XLSTM(SequentialModel):
         x = self.out_norm(x)[:, :n]
         back = (ar[None, :] - pads) % n
         return x.gather(1, back[..., None].expand(-1, -1, x.shape[-1]))
+
+    def predict(self, seqs: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return super().predict(seqs)
+        with torch.autocast(seqs.device.type, enabled=False):  # see encode()
+            return super().predict(seqs)
 
     # ------------------------------------------------------------ streaming
     @torch.no_grad()

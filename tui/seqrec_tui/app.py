@@ -87,6 +87,10 @@ class SeqrecApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        # After the first refresh: the screen's auto-focus would pull us back to Home.
+        self.call_after_refresh(self._open_initial)
+
+    def _open_initial(self) -> None:
         if self.initial_attach is not None:
             self.attach(events_path(self.initial_attach))
         if self.initial_checkpoint is not None:
@@ -159,6 +163,7 @@ class SeqrecApp(App):
             return
         self.dashboard.follow(prepared.events, prepared.offsets, self.process, prepared.name)
         self.action_show_tab("train")
+        self.home.action_refresh()
         self.notify(
             f"started {prepared.name} (pid {self.process.pid}); output in {prepared.log_path}"
         )

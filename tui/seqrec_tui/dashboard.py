@@ -27,6 +27,7 @@ from seqrec_tui.state import (
     RunState,
     fmt_duration,
     fmt_rate,
+    fmt_seconds,
     fmt_value,
 )
 
@@ -182,7 +183,7 @@ class MetricsTable(DataTable):
             if names:
                 cells.append(fmt_value(row.metrics.get(names[0])))
             cells += [
-                "—" if row.epoch_time is None else f"{row.epoch_time:.1f}s",
+                fmt_seconds(row.epoch_time),
                 "—" if row.tokens_per_s is None else f"{row.tokens_per_s:,.0f}",
             ]
             cells += [fmt_value(row.metrics.get(n)) for n in names[1:]]
@@ -323,7 +324,7 @@ class Dashboard(Vertical):
         parts = [
             f"loss {fmt_value(s.loss)}",
             fmt_rate(s.tokens_per_s),
-            f"epoch {s.epoch_time:.1f}s" if s.epoch_time is not None else "epoch —",
+            f"epoch {fmt_seconds(s.epoch_time)}",
         ]
         if s.total_time is not None:
             parts.append(f"total {fmt_duration(s.total_time)}")

@@ -66,18 +66,26 @@ def find_recipes(recipes_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def find_runs(runs_dir: str | Path) -> list[RunInfo]:
-    """Every run with an event log, most recently active first."""
+def find_runs(runs_dir: str | Path, cache: dict | None = None) -> list[RunInfo]:
+    """Every run with an event log, most recently active first.
+
+    Pass the same ``cache`` dict on every call to re-read only logs that changed.
+    """
     root = Path(runs_dir)
     if not root.is_dir():
         return []
+    cache = {} if cache is None else cache
     runs = []
     for events in root.glob(f"*/{EVENTS_FILE}"):
         try:
-            modified = events.stat().st_mtime
+            stat = events.stat()
         except OSError:
             continue
-        runs.append(RunInfo(events.parent.name, events, summarise_log(events), modified))
+        key = (stat.st_mtime_ns, stat.st_size)
+        hit = cache.get(events)
+        if hit is None or hit[0] != key:
+            hit = cache[events] = (key, summarise_log(events))
+        runs.append(RunInfo(events.parent.name, events, hit[1], stat.st_mtime))
     return sorted(runs, key=lambda r: r.modified, reverse=True)
 
 

@@ -68,6 +68,7 @@ class HomePane(Horizontal):
         self.recipes: list[Path] = []
         self.runs: list[RunInfo] = []
         self.checkpoints: list[CheckpointInfo] = []
+        self._log_cache: dict = {}  # only changed logs are read again on refresh
 
     def compose(self) -> ComposeResult:
         with Vertical(id="recipes-col"):
@@ -100,7 +101,7 @@ class HomePane(Horizontal):
     def _scan(self) -> None:
         found = (
             find_recipes(self.recipes_dir),
-            find_runs(self.runs_dir),
+            find_runs(self.runs_dir, self._log_cache),
             find_checkpoints(self.checkpoints_dir),
         )
         self.app.call_from_thread(self._show, *found)

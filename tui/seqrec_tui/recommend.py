@@ -90,8 +90,8 @@ class RecommendPane(Vertical):
     RecommendPane #info.-error { color: $error; text-style: bold; }
     RecommendPane #body { height: 1fr; }
     RecommendPane #left { width: 26; height: 1fr; }
-    RecommendPane #results { height: 6; border: none; }
-    RecommendPane #history { height: 1fr; border: none; }
+    RecommendPane #results { height: 6; border: none; text-wrap: nowrap; text-overflow: ellipsis; }
+    RecommendPane #history { height: 1fr; border: none; text-wrap: nowrap; text-overflow: ellipsis; }
     RecommendPane #right { width: 1fr; height: 1fr; }
     RecommendPane #top { height: 1fr; }
     RecommendPane .heading { text-style: bold; background: $boost; width: 1fr; }
@@ -133,7 +133,7 @@ class RecommendPane(Vertical):
             with Vertical(id="left"):
                 yield Label("search results", classes="heading", id="results-label")
                 yield OptionList(id="results")
-                yield Label("history (most recent first)", classes="heading", id="history-label")
+                yield Label("history, newest first", classes="heading", id="history-label")
                 yield HistoryList(id="history")
             with Vertical(id="right"):
                 yield Label("top-10", classes="heading", id="top-label")
@@ -195,7 +195,10 @@ class RecommendPane(Vertical):
         self.user = None
         self.history = []
         self._update_results("")
-        self.query_one("#search", Input).value = ""
+        search = self.query_one("#search", Input)
+        search.value = ""
+        if self.app.focused is self.query_one("#ckpt-path"):
+            search.focus()  # next step: find a title (or ctrl+g for a user)
 
     # ------------------------------------------------------------------ inputs
     @on(Input.Submitted, "#ckpt-path")
@@ -251,7 +254,7 @@ class RecommendPane(Vertical):
         results.clear_options()
         label = self.query_one("#results-label", Label)
         if hits:
-            results.add_options(Option(title, id=str(i)) for i, title in hits)
+            results.add_options(Option(_line(title), id=str(i)) for i, title in hits)
             results.highlighted = 0
             label.update(f"search results ({len(hits)})")
         elif query.strip():
@@ -314,14 +317,13 @@ class RecommendPane(Vertical):
         if loaded is not None:
             titles = loaded.catalogue.titles
             listing.add_options(
-                Option(f"{n:>3} {titles[i]}") for n, i in enumerate(reversed(history), start=1)
+                Option(_line(f"{n:>3} {titles[i]}"))
+                for n, i in enumerate(reversed(history), start=1)
             )
             if keep is not None and listing.option_count:
                 listing.highlighted = min(keep, listing.option_count - 1)
-        who = f"user {self.user}" if self.user is not None else "built"
-        self.query_one("#history-label", Label).update(
-            f"history: {who}, {len(history)} (recent first)"
-        )
+        who = f"user {self.user}" if self.user is not None else "your history"
+        self.query_one("#history-label", Label).update(f"{who}, newest first")
         self._score()
 
     def watch_hide_seen(self, hide: bool) -> None:
@@ -373,6 +375,11 @@ class RecommendPane(Vertical):
         info.set_class(error, "-error")
         if error:
             self.app.notify(text, severity="error", timeout=6)
+
+
+def _line(text: str) -> Text:
+    """One line, cut with an ellipsis: more titles fit in a narrow list."""
+    return Text(text, no_wrap=True, overflow="ellipsis")
 
 
 def _error(exc: BaseException) -> str:

@@ -425,6 +425,17 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
+def fmt_seconds(seconds: float | None) -> str:
+    """``0.04s``, ``12.3s``, ``0:12:34`` — short, and never ``0.0s``."""
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 600:
+        return f"{seconds:.1f}s"
+    return fmt_duration(seconds)
+
+
 def fmt_rate(tokens_per_s: float | None) -> str:
     if tokens_per_s is None:
         return "—"
