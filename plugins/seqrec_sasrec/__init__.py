@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from seqrec_core import hookimpl
 from seqrec_core.model import SequentialModel
+from seqrec_core.nn import TransformerBlock, init_weights
 
 
 class SASRecOptions(BaseModel):
@@ -33,34 +33,6 @@ class SASRecOptions(BaseModel):
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
 
 
-class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float, ffn: int):
-        super().__init__()
-        self.heads = heads
-        self.ln1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.ln2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(
-            nn.Linear(dim, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, dim)
-        )
-        self.dropout = dropout
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
-        att = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
-        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, n, d)))
-        return x + self.drop(self.ff(self.ln2(x)))
-
-
 class SASRec(SequentialModel):
     name = "sasrec"
     Options = SASRecOptions
@@ -73,22 +45,11 @@ class SASRec(SequentialModel):
         self.pos_emb = nn.Embedding(options.max_len, d)
         self.drop = nn.Dropout(options.dropout)
         self.blocks = nn.ModuleList(
-            Block(d, options.heads, options.dropout, options.ffn_factor * d)
+            TransformerBlock(d, options.heads, options.dropout, options.ffn_factor * d)
             for _ in range(options.blocks)
         )
         self.ln = nn.LayerNorm(d)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=module.embedding_dim**-0.5)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
+        self.apply(init_weights)
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         seqs = seqs[:, -self.options.max_len :]

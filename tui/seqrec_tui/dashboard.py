@@ -278,7 +278,9 @@ class Dashboard(Vertical):
                 state.apply(event)
                 changed = True
             more = self.current + 1 < len(self.followers)
-            if state.finished and more and not follower.pending:
+            # The next seed's log takes over once it exists; until then the last
+            # seed's final numbers stay up.
+            if state.finished and more and self.followers[self.current + 1].exists:
                 self.current += 1
                 state, changed = RunState(), True
                 continue

@@ -1,0 +1,56 @@
+"""Neural building blocks shared by model plugins (no model is named here).
+
+* :class:`TransformerBlock` — pre-LayerNorm self-attention + feed-forward block
+  on ``torch.nn.functional.scaled_dot_product_attention`` with a boolean mask;
+  causal (SASRec) and bidirectional (BERT4Rec) models differ only in the mask.
+* :func:`init_weights` — Xavier linears, N(0, 1/dim) embeddings with the
+  padding row zeroed; use with ``module.apply(init_weights)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN Transformer block; ``mask`` is boolean ``[B, 1, L, L]`` (True = attend)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, ffn: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(
+            nn.Linear(dim, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, dim)
+        )
+        self.dropout = dropout
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
+        att = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, n, d)))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+def init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=module.embedding_dim**-0.5)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
