@@ -9,7 +9,9 @@ For each model (same options: ``dim``, ``blocks``/``layers``, ``heads``,
 
 * training tokens/s and ms/step — one optimizer step on a random batch
   (B x L item ids over ``--items`` items, full-softmax CE, bf16 autocast on
-  CUDA), the same code path as the trainer;
+  CUDA), the same code path as the trainer — with the plain (unfused) CE and
+  with the chunked CE the trainer uses, and the first step's loss of each on
+  identical weights;
 * seconds per ML-1M epoch (when ``--ml1m`` is given), from the trainer itself;
 * inference latency of ``predict`` + top-10 for B=1 and B=256 histories of
   length L;
@@ -29,7 +31,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from seqrec_core.losses import full_ce
+from seqrec_core.losses import chunked_ce, full_ce
 from seqrec_core.model import Recommender
 from seqrec_core.plugins import load_plugins
 from seqrec_core.train import build_optimizer
@@ -81,6 +83,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--ml1m", default=None, help="ml-1m.txt (SASRec format) to time one epoch")
     p.add_argument("--no-stream", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model's encode")
     args = p.parse_args()
     device = torch.device(args.device)
     registry = load_plugins()
@@ -97,7 +100,10 @@ def main() -> None:
     for col in (
         "model",
         "params",
+        "tokens/s unfused CE",
         "train tokens/s",
+        "speed-up",
+        "loss unfused / fused",
         "ms/step",
         "peak GiB",
         "ML-1M s/epoch",
@@ -114,7 +120,7 @@ def main() -> None:
         if amp:
             torch.cuda.empty_cache()
 
-    console = Console(width=160)
+    console = Console(width=200)
     console.print(table)
     if stream.row_count:
         console.print(stream)
@@ -136,23 +142,34 @@ def bench_model(name, cls, args, device, amp, table, stream) -> None:
     seqs = torch.randint(1, args.items + 1, (args.batch, args.max_len + 1), device=device)
     masked = model.objective == "masked"
 
-    def train_step():
+    encode = torch.compile(model.encode) if args.compile else model.encode
+
+    def train_step(loss_fn):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             if masked:
                 inp, lab = model.mask_batch(seqs[:, 1:])
             else:
                 inp, lab = seqs[:, :-1], seqs[:, 1:]
-            h = model.encode(inp)
+            h = encode(inp)
             sel = lab != 0
-            loss = full_ce(h[sel], lab[sel], model.output_embeddings())
+            loss = loss_fn(h[sel], lab[sel], model.output_embeddings())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return loss
 
     model.train()
+    # Same loss value per step, fused vs unfused, on identical weights and batch.
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(1)
+    loss_fused = float(train_step(chunked_ce))
+    model.load_state_dict(state)
+    torch.manual_seed(1)
+    loss_plain = float(train_step(full_ce))
+    plain = timed(lambda: train_step(full_ce), device, repeat=args.repeat)
     if amp:
         torch.cuda.reset_peak_memory_stats()
-    step = timed(train_step, device, repeat=args.repeat)
+    step = timed(lambda: train_step(chunked_ce), device, repeat=args.repeat)
     peak = torch.cuda.max_memory_allocated() / 2**30 if amp else float("nan")
     tokens = args.batch * args.max_len
     model.eval()
@@ -172,7 +189,10 @@ def bench_model(name, cls, args, device, amp, table, stream) -> None:
     table.add_row(
         name,
         f"{model.num_parameters() / 1e6:.2f}M",
+        f"{tokens / plain / 1e6:.2f}M",
         f"{tokens / step / 1e6:.2f}M",
+        f"{plain / step:.2f}x",
+        f"{loss_plain:.4f} / {loss_fused:.4f}",
         f"{step * 1e3:.1f}",
         f"{peak:.1f}",
         f"{epoch:.2f}",

@@ -4,7 +4,9 @@ All take hidden states ``h`` ``[N, D]`` (one row per supervised position), the
 target ids ``[N]`` and the model (for its output embeddings), so a loss never
 needs the full ``[B, L, n_items]`` logits unless it is the full softmax.
 
-* ``ce`` — full softmax cross-entropy over all items (padding excluded).
+* ``ce`` — full softmax cross-entropy over all items (padding excluded);
+  computed chunk by chunk (``loss.chunked``, default on) so the ``[N, V]``
+  logits are never materialised — same value and gradients.
 * ``sampled_softmax`` — softmax over the target and ``negatives`` uniform
   negatives shared by the batch (accidental hits masked out).
 * ``bce`` — binary cross-entropy, one positive vs ``negatives`` uniform
@@ -21,9 +23,67 @@ import torch.nn.functional as F
 
 
 def full_ce(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Plain full-softmax CE: materialises all ``[N, n_items + 1]`` logits in fp32."""
     logits = (h @ weight.t()).float()
     logits[:, 0] = -torch.inf
     return F.cross_entropy(logits, targets)
+
+
+def _chunk_rows(n_items: int) -> int:
+    # About 64M logits (256 MB in fp32) per chunk.
+    return max(256, 2**26 // max(1, n_items))
+
+
+class _ChunkedCE(torch.autograd.Function):
+    """Full-softmax CE that never holds more than one chunk of logits.
+
+    Forward keeps only the per-row log-sum-exp; backward recomputes each chunk's
+    logits and turns them into gradients at once. Matmuls run in ``h``'s dtype
+    (bf16 under autocast) with fp32 softmax statistics — the same arithmetic as
+    :func:`full_ce` under autocast, without the ``[N, V]`` fp32 buffers.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk):
+        w = weight.to(h.dtype)
+        n = h.shape[0]
+        lse = torch.empty(n, dtype=torch.float32, device=h.device)
+        target_logit = torch.empty(n, dtype=torch.float32, device=h.device)
+        for s in range(0, n, chunk):
+            logits = (h[s : s + chunk] @ w.t()).float()
+            logits[:, 0] = -torch.inf
+            lse[s : s + chunk] = torch.logsumexp(logits, dim=1)
+            target_logit[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None])[:, 0]
+        ctx.save_for_backward(h, weight, targets, lse)
+        ctx.chunk = chunk
+        return (lse - target_logit).mean()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, weight, targets, lse = ctx.saved_tensors
+        w = weight.to(h.dtype)
+        n = h.shape[0]
+        scale = grad_out.float() / n
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        rows = torch.arange(min(n, ctx.chunk), device=h.device)
+        for s in range(0, n, ctx.chunk):
+            hc = h[s : s + ctx.chunk]
+            logits = (hc @ w.t()).float()
+            logits[:, 0] = -torch.inf
+            probs = torch.exp(logits - lse[s : s + ctx.chunk, None])
+            probs[rows[: hc.shape[0]], targets[s : s + ctx.chunk]] -= 1.0
+            probs = (probs * scale).to(h.dtype)
+            grad_h[s : s + ctx.chunk] = probs @ w
+            grad_w += (probs.t() @ hc).float()
+        return grad_h, grad_w.to(weight.dtype), None, None
+
+
+def chunked_ce(
+    h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
+    """Same value and gradients as :func:`full_ce`, with memory bounded by ``chunk`` rows."""
+    return _ChunkedCE.apply(h, weight, targets, chunk or _chunk_rows(weight.shape[0]))
 
 
 def _negatives(n_items: int, shape: tuple[int, ...], device, generator) -> torch.Tensor:
@@ -65,7 +125,7 @@ def gbce(h, targets, weight, negatives, t: float, generator=None) -> torch.Tenso
 def compute_loss(loss_cfg, h, targets, weight, generator=None) -> torch.Tensor:
     """Dispatch on the recipe's ``loss`` section."""
     if loss_cfg.name == "ce":
-        return full_ce(h, targets, weight)
+        return chunked_ce(h, targets, weight) if loss_cfg.chunked else full_ce(h, targets, weight)
     if loss_cfg.name == "sampled_softmax":
         return sampled_softmax(h, targets, weight, loss_cfg.negatives, generator)
     if loss_cfg.name == "bce":

@@ -15,7 +15,9 @@ from torch import nn
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN Transformer block; ``mask`` is boolean ``[B, 1, L, L]`` (True = attend)."""
+    """Pre-LN Transformer block. Attention is masked by ``mask`` (boolean
+    ``[B, 1, L, L]``, True = attend) or, with ``is_causal`` and no mask, causally —
+    which lets PyTorch pick its flash-attention kernel."""
 
     def __init__(self, dim: int, heads: int, dropout: float, ffn: int):
         super().__init__()
@@ -30,7 +32,9 @@ class TransformerBlock(nn.Module):
         self.dropout = dropout
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
         att = F.scaled_dot_product_attention(
@@ -39,6 +43,7 @@ class TransformerBlock(nn.Module):
             v.transpose(1, 2),
             attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal and mask is None,
         )
         x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, n, d)))
         return x + self.drop(self.ff(self.ln2(x)))

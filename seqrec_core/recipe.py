@@ -73,6 +73,9 @@ class LossSection(_Section):
     name: Literal["ce", "sampled_softmax", "bce", "gbce"] = "ce"
     negatives: int = Field(256, ge=1, description="negatives for sampled_softmax / bce / gbce")
     gbce_t: float = Field(0.75, ge=0.0, le=1.0, description="gSASRec calibration parameter t")
+    chunked: bool = Field(
+        True, description="ce: chunked softmax that never materialises all logits (exact)"
+    )
 
 
 class SchedulerSection(_Section):

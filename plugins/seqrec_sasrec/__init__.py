@@ -52,20 +52,25 @@ class SASRec(SequentialModel):
         self.apply(init_weights)
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
-        seqs = seqs[:, -self.options.max_len :]
+        max_len = self.options.max_len
+        seqs = seqs[:, -max_len:]
         n = seqs.shape[1]
-        keep = seqs != 0
-        pos = torch.arange(self.options.max_len - n, self.options.max_len, device=seqs.device)
-        x = self.item_emb(seqs) * math.sqrt(self.options.dim) + self.pos_emb(pos)
-        x = self.drop(x) * keep.unsqueeze(-1)
-        causal = torch.ones(n, n, dtype=torch.bool, device=seqs.device).tril()
-        # A query sees earlier non-padding keys and always itself (so padded rows
-        # have a defined softmax; their outputs are never used).
-        mask = (causal & keep[:, None, :]) | torch.eye(n, dtype=torch.bool, device=seqs.device)
-        mask = mask.unsqueeze(1)
+        ar = torch.arange(n, device=seqs.device)
+        lengths = (seqs != 0).sum(1, keepdim=True)
+        pads = n - lengths
+        # Work right-padded (real items first): then plain causal attention never
+        # lets a real position see padding, and needs no mask tensor (flash kernel).
+        right = seqs.gather(1, (ar + pads) % n)
+        keep = (ar < lengths).unsqueeze(-1)
+        # Learned positions stay right-aligned: the newest item is always max_len - 1.
+        pos = (max_len - lengths + ar).clamp(max=max_len - 1)
+        x = self.item_emb(right) * math.sqrt(self.options.dim) + self.pos_emb(pos)
+        x = self.drop(x) * keep
         for block in self.blocks:
-            x = block(x, mask) * keep.unsqueeze(-1)
-        return self.ln(x)
+            x = block(x, is_causal=True) * keep
+        x = self.ln(x)
+        back = ((ar - pads) % n).unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        return x.gather(1, back)
 
 
 @hookimpl

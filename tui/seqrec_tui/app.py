@@ -219,6 +219,8 @@ class SeqrecApp(App):
         if self.process is None or not self.process.running:
             self.exit()
             return
+        if self.screen is not self.screen_stack[0]:
+            return  # a dialog is up (maybe this very question): answer it first
         self.push_screen(
             ChoiceDialog(
                 f"The run {self.process.prepared.name} is still training.\n"

@@ -47,9 +47,9 @@ class Line(Static):
 class RunHeader(Line):
     DEFAULT_CSS = "RunHeader { height: 1; text-style: bold; }"
 
-    def refresh_state(self, s: RunState, label: str) -> None:
+    def refresh_state(self, s: RunState, label: str, part: str = "") -> None:
         if not s.events and not s.message:
-            self.show(f"{label}: waiting for events…")
+            self.show(f"{label}{part}: waiting for events…")
             return
         params = f" · {s.params:,} params" if s.params else ""
         seed = f" · seed {s.seed}" if s.seed is not None else ""
@@ -57,6 +57,7 @@ class RunHeader(Line):
         self.show(
             Text.assemble(
                 (s.run or label, "bold"),
+                part,
                 f" · {s.model} on {s.dataset} · {s.device}{params}{seed} · ",
                 (status, _status_style(s.status)),
             )
@@ -304,10 +305,8 @@ class Dashboard(Vertical):
             self._refresh_etas(state)
 
     def watch_state(self, state: RunState) -> None:
-        label = self.label
-        if len(self.followers) > 1:
-            label += f" (run {self.current + 1} of {len(self.followers)})"
-        self.query_one(RunHeader).refresh_state(state, label)
+        part = f" ({self.current + 1}/{len(self.followers)})" if len(self.followers) > 1 else ""
+        self.query_one(RunHeader).refresh_state(state, self.label, part)
         self._refresh_etas(state)
         self.query_one(Plots).refresh_state(state)
         self.query_one(EarlyStopPanel).refresh_state(state)

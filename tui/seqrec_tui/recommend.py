@@ -115,6 +115,7 @@ class RecommendPane(Vertical):
         self.recs: list[Recommendation] = []
         self.info_text = ""
         self.user: str | None = None
+        self._loading: Path | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -158,6 +159,7 @@ class RecommendPane(Vertical):
     # ------------------------------------------------------------------ loading
     def load(self, path: str | Path) -> None:
         path = Path(path).expanduser()
+        self._loading = path
         self.query_one("#ckpt-path", Input).value = str(path)
         self._info(f"loading {path}…")
         self.run_worker(
@@ -172,10 +174,19 @@ class RecommendPane(Vertical):
         try:
             model, catalogue, histories, ckpt = load_for_inference(path, self._registry())
         except Exception as exc:  # a user's file: any failure is a message, not a crash
-            self.app.call_from_thread(self._info, _error(exc), True)
+            self.app.call_from_thread(self._loaded, path, None, _error(exc))
             return
-        loaded = Loaded(path, model, catalogue, histories, ckpt.meta)
-        self.app.call_from_thread(setattr, self, "loaded", loaded)
+        self.app.call_from_thread(
+            self._loaded, path, Loaded(path, model, catalogue, histories, ckpt.meta), ""
+        )
+
+    def _loaded(self, path: Path, loaded: Loaded | None, error: str) -> None:
+        if path != self._loading:
+            return  # another checkpoint was asked for meanwhile
+        if loaded is None:
+            self._info(error, True)
+        else:
+            self.loaded = loaded
 
     def watch_loaded(self, loaded: Loaded | None) -> None:
         if loaded is None:
@@ -249,6 +260,8 @@ class RecommendPane(Vertical):
         self.run_worker(search, thread=True, exclusive=True, group="search", exit_on_error=False)
 
     def _show_results(self, hits: list[tuple[int, str]], query: str) -> None:
+        if query != self.query_one("#search", Input).value and query:
+            return  # a slower search for an earlier prefix: the newer one wins
         self.results = hits
         results = self.query_one("#results", OptionList)
         results.clear_options()
@@ -344,11 +357,13 @@ class RecommendPane(Vertical):
             except Exception as exc:
                 self.app.call_from_thread(self._info, f"scoring failed: {_error(exc)}", True)
                 return
-            self.app.call_from_thread(self._set_recs, recs)
+            self.app.call_from_thread(self._set_recs, recs, (loaded, history, hide))
 
         self.run_worker(score, thread=True, exclusive=True, group="score", exit_on_error=False)
 
-    def _set_recs(self, recs: list[Recommendation]) -> None:
+    def _set_recs(self, recs: list[Recommendation], inputs: tuple) -> None:
+        if inputs != (self.loaded, list(self.history), self.hide_seen):
+            return  # scored for a history that has changed since; a newer worker follows
         self.recs = recs
         self._show_recs()
 
