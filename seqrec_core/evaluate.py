@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqrec_core import distributed as dist_mod
 from seqrec_core.data.core import SequenceData, Split
 
 
@@ -80,18 +81,30 @@ def rank_split(
     device: torch.device | str = "cpu",
     users: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
+    distributed: bool = False,
 ) -> RankingResult:
     """Score every evaluated user of ``split`` with ``model.predict`` in batches
-    on ``device`` and return their target ranks and top-``k`` lists."""
+    on ``device`` and return their target ranks and top-``k`` lists.
+
+    ``distributed``: under a process group, every rank (all must call this)
+    scores every ``world_size``-th batch of ``batch_size`` users and the ranks
+    and top-``k`` rows are gathered back in user order. Each user is scored in
+    the same batch as in one process, so the result is the single-process one,
+    bit for bit: no user is dropped or duplicated (no sampler padding).
+    """
     users = data.eval_users(split) if users is None else np.asarray(users)
     targets = data.targets(split, users)
+    world = dist_mod.current() if distributed else dist_mod.World()
+    n_batches = -(-len(users) // batch_size)
+    mine = range(world.rank, n_batches, world.size)
     max_len = getattr(model, "max_len", None)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     ranks, tops = [], []
     try:
-        for start in range(0, len(users), batch_size):
+        for b in mine:
+            start = b * batch_size
             batch = users[start : start + batch_size]
             seqs = torch.from_numpy(data.padded(split, batch, max_len)).to(device)
             scores = model.predict(seqs)
@@ -108,6 +121,9 @@ def rank_split(
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
+    width = min(k, data.n_items) if k > 0 else 0
+    if world.enabled:
+        ranks, tops = _gather_batches(ranks, tops, width, len(users), batch_size)
     return RankingResult(
         ranks=torch.cat(ranks).numpy().astype(np.int64) if ranks else np.zeros(0, np.int64),
         topk=torch.cat(tops).numpy() if tops else np.zeros((0, k), np.int64),
@@ -115,6 +131,29 @@ def rank_split(
         targets=targets,
         users=users,
     )
+
+
+def _gather_batches(
+    ranks: list[torch.Tensor], tops: list[torch.Tensor], width: int, n_users: int, batch_size: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Every rank's per-batch results, back in batch order (batch ``b`` was
+    scored by rank ``b % world_size``; its size follows from ``n_users``)."""
+    local = (
+        torch.cat(
+            [torch.cat([r[:, None].long(), t.long()], 1) for r, t in zip(ranks, tops, strict=True)]
+        )
+        if ranks
+        else torch.zeros(0, 1 + width, dtype=torch.long)
+    )
+    per_rank = dist_mod.all_gather_rows(local)
+    size = len(per_rank)
+    offsets = [0] * size
+    rows = []
+    for b in range(-(-n_users // batch_size)):
+        owner, n = b % size, min(batch_size, n_users - b * batch_size)
+        rows.append(per_rank[owner][offsets[owner] : offsets[owner] + n])
+        offsets[owner] += n
+    return [r[:, 0] for r in rows], [r[:, 1:] for r in rows]
 
 
 def compute_metrics(
@@ -142,8 +181,18 @@ def evaluate(
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    distributed: bool = False,
 ) -> dict[str, float]:
+    """Metrics of ``model`` on ``split``; ``distributed``: see :func:`rank_split`."""
     result = rank_split(
-        model, data, split, max(ks), filter_seen, batch_size, device, progress=progress
+        model,
+        data,
+        split,
+        max(ks),
+        filter_seen,
+        batch_size,
+        device,
+        progress=progress,
+        distributed=distributed,
     )
     return compute_metrics(result, metrics, ks)

@@ -5,8 +5,10 @@ target ids ``[N]`` and the model (for its output embeddings), so a loss never
 needs the full ``[B, L, n_items]`` logits unless it is the full softmax.
 
 * ``ce`` — full softmax cross-entropy over all items (padding excluded);
-  computed chunk by chunk (``loss.chunked``, default on) so the ``[N, V]``
-  logits are never materialised — same value and gradients.
+  with ``loss.chunked`` computed chunk by chunk so the ``[N, V]`` logits are
+  never materialised — same value and gradients, bounded memory. It is off by
+  default: without a fused kernel the recomputation costs more time than the
+  saved memory traffic (benchmarks/model_bench.py: 0.76x on an H200).
 * ``sampled_softmax`` — softmax over the target and ``negatives`` uniform
   negatives shared by the batch (accidental hits masked out).
 * ``bce`` — binary cross-entropy, one positive vs ``negatives`` uniform

@@ -74,7 +74,9 @@ class LossSection(_Section):
     negatives: int = Field(256, ge=1, description="negatives for sampled_softmax / bce / gbce")
     gbce_t: float = Field(0.75, ge=0.0, le=1.0, description="gSASRec calibration parameter t")
     chunked: bool = Field(
-        True, description="ce: chunked softmax that never materialises all logits (exact)"
+        False,
+        description="ce: chunked softmax that never materialises all [N, items] logits "
+        "(exact; saves memory on large catalogues, ~25 % slower on an H200 at 10.7k items)",
     )
 
 
@@ -90,6 +92,12 @@ class SchedulerSection(_Section):
 class TrainSection(_Section):
     epochs: int = Field(50, ge=0)
     batch_size: int = Field(128, ge=1)
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="micro-batches per optimizer step; effective batch = "
+        "batch_size × processes × grad_accum (docs/distributed.md)",
+    )
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)

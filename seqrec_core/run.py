@@ -1,4 +1,9 @@
-"""One recipe → dataset → model → (training) → evaluation → files under ``runs/<name>/``."""
+"""One recipe → dataset → model → (training) → evaluation → files under ``runs/<name>/``.
+
+Under ``torchrun`` every rank runs :func:`run_recipe`: it creates the process
+group (:func:`seqrec_core.distributed.session`), every rank loads the data and
+trains, and only rank 0 prints and writes files (``docs/distributed.md``).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from seqrec_core import distributed
 from seqrec_core.data import SequenceData, load_dataset
 from seqrec_core.errors import SeqrecError
 from seqrec_core.plugins import Registry
@@ -163,32 +169,61 @@ def run_recipe(
     overwrite: bool = False,
     samples: int = 3,
 ) -> RunResult:
-    console = console or Console(stderr=True)
-    check_fresh(recipe, resume, overwrite)
+    """Run ``recipe`` (every seed). Under ``torchrun`` every rank calls this; the
+    process group lives as long as the call."""
+    device = resolve_device(recipe.train.device)
+    with distributed.session(device) as world:
+        if not world.is_main:
+            console = Console(stderr=True, quiet=True)
+        return _run_recipe(
+            recipe, registry, console or Console(stderr=True), resume, overwrite, samples, device
+        )
+
+
+def _run_recipe(
+    recipe: Recipe,
+    registry: Registry,
+    console: Console,
+    resume: bool,
+    overwrite: bool,
+    samples: int,
+    device: torch.device,
+) -> RunResult:
+    main = distributed.is_main()
+    distributed.everywhere(lambda: check_fresh(recipe, resume, overwrite), "checking checkpoints")
     run_dir = Path(recipe.output.runs_dir) / recipe.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+
+    def write_recipe() -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+
+    distributed.on_main(write_recipe, f"writing {run_dir}/recipe.yaml")
     console.print(f"[bold]recipe[/] {recipe.source} → {run_dir}/recipe.yaml")
     console.print(recipe.to_yaml(), markup=False, highlight=False)
 
     t0 = time.perf_counter()
-    data = load_dataset(recipe, registry, log=console.print)
+    # Each node's first rank builds the processed-data cache; the others then read it.
+    data = distributed.local_main_first(
+        lambda: load_dataset(recipe, registry, log=console.print), "loading the dataset"
+    )
     stats = data.stats()
     console.print(stats_table(stats))
     console.print(f"data ready in {time.perf_counter() - t0:.2f}s")
-    device = resolve_device(recipe.train.device)
+    device = distributed.local_device(device)
 
     results: list[FitResult] = []
     trainer = None
     for seed, name in run_names(recipe).items():
-        trainer = Trainer(
-            recipe, registry, data, seed, name, device, build_callbacks(recipe, registry)
-        )
+        callbacks = build_callbacks(recipe, registry) if main else []
+        trainer = Trainer(recipe, registry, data, seed, name, device, callbacks)
         res = trainer.fit(resume=resume)
         results.append(res)
-        atomic_write_text(
-            Path(recipe.output.runs_dir) / name / "metrics.json",
-            json.dumps(_payload(recipe, stats, res), indent=2),
+        distributed.on_main(
+            lambda name=name, res=res: atomic_write_text(
+                Path(recipe.output.runs_dir) / name / "metrics.json",
+                json.dumps(_payload(recipe, stats, res), indent=2),
+            ),
+            f"writing {name}/metrics.json",
         )
         console.print(
             metrics_table(
@@ -205,19 +240,22 @@ def run_recipe(
     )
     if len(results) > 1:
         console.print(seeds_table(results, summary, f"{recipe.name}: {len(results)} seeds"))
-    atomic_write_text(
-        run_dir / "summary.json",
-        json.dumps(
-            {
-                **_payload(recipe, stats, None),
-                "seeds": [r.seed for r in results],
-                "runs": [_payload(recipe, stats, r) for r in results],
-                "summary": summary,
-            },
-            indent=2,
+    distributed.on_main(
+        lambda: atomic_write_text(
+            run_dir / "summary.json",
+            json.dumps(
+                {
+                    **_payload(recipe, stats, None),
+                    "seeds": [r.seed for r in results],
+                    "runs": [_payload(recipe, stats, r) for r in results],
+                    "summary": summary,
+                },
+                indent=2,
+            ),
         ),
+        f"writing {run_dir}/summary.json",
     )
-    if samples and trainer is not None:
+    if samples and trainer is not None and main:
         show_samples(console, trainer.model, data, device, samples)
     console.print(f"wrote {run_dir}/summary.json; best model: {results[-1].checkpoint}")
     return result

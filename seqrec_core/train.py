@@ -4,20 +4,30 @@ checkpoints, resume. Callbacks are reached only through the event bus hooks.
 One :class:`Trainer` trains one model with one seed. Training windows are cut
 on the fly from the CSR sequences, on the training device: the whole training
 set lives there as one flat tensor, so data loading is an index operation.
+
+Under ``torchrun`` (see :mod:`seqrec_core.distributed` and
+``docs/distributed.md``) the same loop runs on every rank: the training forward
+(:class:`LossStep`) is wrapped in ``DistributedDataParallel``, each optimizer
+step's global batch of ``batch_size × world_size × grad_accum`` windows is cut
+into disjoint per-rank micro-batches, evaluation is sharded and gathered, and
+only rank 0 writes checkpoints, events and callbacks' output.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from seqrec_core import checkpoint as ckpt_io
+from seqrec_core import distributed
 from seqrec_core.data.core import SequenceData
 from seqrec_core.errors import SeqrecError
 from seqrec_core.evaluate import evaluate
@@ -98,6 +108,140 @@ def gather_windows(
     return torch.where(
         valid, items[pos.clamp(min=0)], torch.zeros((), dtype=items.dtype, device=items.device)
     )
+
+
+# ------------------------------------------------------------------ one optimizer step
+
+
+@dataclass
+class MicroBatch:
+    """One forward/backward's worth of windows: model inputs, the supervised
+    positions ``sel`` (bool, like ``inputs``) and their target ids."""
+
+    inputs: torch.Tensor
+    sel: torch.Tensor
+    targets: torch.Tensor
+
+    @property
+    def tokens(self) -> int:
+        return int(self.targets.numel())
+
+
+def make_micro_batch(
+    model: Any, windows: torch.Tensor, generator: torch.Generator | None = None
+) -> MicroBatch:
+    """Inputs and targets of ``[B, width]`` windows for the model's objective."""
+    if model.objective == "masked":
+        inputs, labels = model.mask_batch(windows, generator)
+        sel = labels != 0
+    else:
+        inputs, labels = windows[:, :-1], windows[:, 1:]
+        sel = (inputs != 0) & (labels != 0)
+    return MicroBatch(inputs, sel, labels[sel])
+
+
+def step_slices(
+    order: torch.Tensor, step: int, batch_size: int, world: distributed.World, accum: int
+) -> list[torch.Tensor]:
+    """This rank's ``accum`` micro-batches (window indices) of optimizer step ``step``.
+
+    The global batch is ``order[step*G:(step+1)*G]`` with ``G = batch_size ×
+    world.size × accum``, cut into ``world.size × accum`` contiguous parts; rank
+    ``r`` takes parts ``r*accum … r*accum+accum-1``. Every window of ``order`` is
+    used once per epoch, on one rank. The last, partial global batch is divided
+    evenly (part sizes differ by at most one); only when it has fewer windows
+    than parts are the first windows of ``order`` repeated to fill them.
+    """
+    parts = world.size * accum
+    glob = batch_size * parts
+    chunk = order[step * glob : (step + 1) * glob]
+    if len(chunk) < parts:
+        fill = torch.arange(parts - len(chunk), device=order.device) % len(order)
+        chunk = torch.cat([chunk, order[fill]])
+    split = torch.tensor_split(chunk, parts) if parts > 1 else (chunk,)
+    return list(split[world.rank * accum : (world.rank + 1) * accum])
+
+
+class LossStep(torch.nn.Module):
+    """The training forward as a module — ``encode`` → loss over the supervised
+    positions — so that ``DistributedDataParallel`` can wrap it: DDP hooks the
+    parameters of its only child, the model, whose ``forward`` is never used."""
+
+    def __init__(self, model: Any, loss_cfg: Any, encode: Any, generator: Any):
+        super().__init__()
+        self.model = model
+        self.loss_cfg = loss_cfg
+        self.generator = generator
+        self._encode = encode
+
+    def forward(
+        self, inputs: torch.Tensor, sel: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self._encode(inputs)
+        return compute_loss(
+            self.loss_cfg, hidden[sel], targets, self.model.output_embeddings(), self.generator
+        )
+
+
+class NonFiniteLoss(Exception):
+    """The step's loss is NaN or infinite (the same on every rank)."""
+
+    def __init__(self, value: float):
+        super().__init__(value)
+        self.value = value
+
+
+def backward_step(
+    step: torch.nn.Module,
+    micro: list[MicroBatch],
+    world: distributed.World,
+    amp: bool = False,
+) -> tuple[float, int]:
+    """Forward and backward of one optimizer step; gradients are left in ``.grad``.
+
+    The gradients are those of the mean loss over every supervised position of
+    the step — this rank's micro-batches and, with ``world.size > 1``, every
+    other rank's (``step`` is then the DDP module, which averages gradients over
+    ranks; only the last micro-batch synchronises). Each micro-batch's mean
+    loss is weighted by its share of the step's positions, so a step on several
+    ranks has the gradients of one process on the whole global batch.
+
+    Returns the step's mean loss and position count over all ranks. Raises
+    :class:`NonFiniteLoss` (on every rank alike) before any gradient is left
+    that an optimizer should use.
+    """
+    device = micro[0].inputs.device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    counts = [m.tokens for m in micro]
+    if not world.enabled and len(micro) == 1:
+        # One process, no accumulation: the plain step, checked before backward.
+        with autocast:
+            loss = step(micro[0].inputs, micro[0].sel, micro[0].targets)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLoss(value)
+        loss.backward()
+        return value, counts[0]
+    comm = distributed.comm_device()
+    total = torch.tensor([float(sum(counts))], dtype=torch.float64, device=comm)
+    distributed.all_reduce_sum(total)
+    # DDP divides the summed gradients by world.size; undo that, weight by positions.
+    scale = (world.size / total[0]).float().to(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for i, (m, n) in enumerate(zip(micro, counts, strict=True)):
+        last = i == len(micro) - 1
+        sync = step.no_sync() if isinstance(step, DistributedDataParallel) and not last else None
+        with sync or nullcontext():
+            with autocast:
+                loss = step(m.inputs, m.sel, m.targets)
+            (loss * (scale * n)).backward()
+        loss_sum += loss.detach().double() * n
+    loss_all = distributed.all_reduce_sum(loss_sum.to(comm).reshape(1))
+    loss_total, tokens = torch.cat([loss_all, total]).tolist()
+    value = loss_total / max(tokens, 1.0)
+    if not math.isfinite(value):
+        raise NonFiniteLoss(value)
+    return value, int(tokens)
 
 
 # ------------------------------------------------------------------ schedulers
@@ -211,6 +355,9 @@ class FitResult:
 
 
 class Trainer:
+    """Trains one model with one seed. Under a process group (``torchrun``) every
+    rank builds its own Trainer and runs :meth:`fit`; see the module docstring."""
+
     def __init__(
         self,
         recipe: Recipe,
@@ -221,6 +368,8 @@ class Trainer:
         device: torch.device,
         callbacks: list[Any] | None = None,
     ):
+        self.world = distributed.current()
+        device = distributed.local_device(device)
         self.recipe = recipe
         self.registry = registry
         self.data = data
@@ -245,7 +394,8 @@ class Trainer:
             seed=seed,
             device=device,
         )
-        self.callbacks = callbacks or []
+        # Callbacks (console, TensorBoard, …) run on rank 0 only.
+        self.callbacks = (callbacks or []) if self.world.is_main else []
         self.stopper = EarlyStopping(self.cfg.monitor, self.cfg.patience)
         self.history: list[dict[str, Any]] = []
 
@@ -279,6 +429,8 @@ class Trainer:
         return {f"model.{k}": v for k, v in self.model.state_dict().items()}
 
     def evaluate(self, split: str) -> dict[str, float]:
+        """Metrics on ``split``; under a process group every rank must call it
+        (users are sharded and the ranks gathered; every rank gets the metrics)."""
         return evaluate(
             self.model,
             self.data,
@@ -288,6 +440,7 @@ class Trainer:
             self.recipe.eval.filter_seen,
             self.recipe.eval.batch_size,
             self.device,
+            distributed=self.world.enabled,
         )
 
     def _monitor_value(self, metrics: dict[str, float]) -> float:
@@ -331,14 +484,27 @@ class Trainer:
             "schedule": schedule.state_dict(),
             "stopper": vars(self.stopper),
             "history": self.history,
+            "world_size": self.world.size,
+            "grad_accum": self.cfg.grad_accum,
         }
         ckpt_io.save_checkpoint(self.last_path, tensors, meta)
+
+    def _sync_epoch(self, error: BaseException | None, what: str) -> None:
+        """End-of-epoch agreement: every rank learns whether rank 0's writes
+        worked and takes rank 0's early-stopping state, so all stop together."""
+        state = distributed.sync_status(error, what, dict(vars(self.stopper)))
+        for key, value in state.items():
+            setattr(self.stopper, key, value)
 
     # -------------------------------------------------------------- fit
     def fit(self, resume: bool = False) -> FitResult:
         t_start = time.perf_counter()
-        self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        bus = EventBus(self.ctx.run_dir / EVENTS_FILE, self.callbacks, run=self.ctx)
+        main = self.world.is_main
+        if main:
+            self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        bus = EventBus(
+            self.ctx.run_dir / EVENTS_FILE if main else None, self.callbacks, run=self.ctx
+        )
         status = "failed"
         result = FitResult(self.ctx.name, self.seed, status, 0, math.nan)
         try:
@@ -363,7 +529,8 @@ class Trainer:
             bus.close()
 
     def _fit(self, bus: EventBus, resume: bool, t_start: float) -> FitResult:
-        cfg, model, data = self.cfg, self.model, self.data
+        cfg, model, data, world = self.cfg, self.model, self.data, self.world
+        main = world.is_main
         trainable = model.trainable
         epochs = cfg.epochs if trainable else 0
         masked = model.objective == "masked"
@@ -371,7 +538,9 @@ class Trainer:
         width = max_len if masked else max_len + 1
         starts_np, ends_np = window_bounds(data, width, cfg.windows)
         n_windows = len(starts_np)
-        batches = math.ceil(n_windows / cfg.batch_size) if trainable else 0
+        accum = cfg.grad_accum
+        global_batch = cfg.batch_size * world.size * accum
+        batches = math.ceil(n_windows / global_batch) if trainable else 0  # optimizer steps
         if trainable and n_windows == 0:
             raise SeqrecError("no training windows: every user has fewer than 2 training items")
         items = torch.from_numpy(data.items).to(self.device)
@@ -381,12 +550,15 @@ class Trainer:
         optimizer = build_optimizer(cfg, model, self.device) if trainable else None
         self.ctx.optimizer = optimizer
         schedule = LRSchedule(cfg.scheduler, optimizer, batches, epochs) if trainable else None
-        gen = torch.Generator().manual_seed(self.seed)  # shuffling (CPU)
-        dev_gen = (
-            gen
-            if self.device.type == "cpu"
-            else torch.Generator(self.device).manual_seed(self.seed)
-        )
+        gen = torch.Generator().manual_seed(self.seed)  # shuffling (CPU; the same on every rank)
+        if world.enabled:
+            # Sampling (masks, negatives) must differ between ranks; it is reseeded
+            # per epoch and rank below, so it never shares the shuffling generator.
+            dev_gen = torch.Generator(self.device)
+        elif self.device.type == "cpu":
+            dev_gen = gen
+        else:
+            dev_gen = torch.Generator(self.device).manual_seed(self.seed)
         encode = getattr(model, "encode", None)
         if cfg.compile and trainable:
             encode = torch.compile(encode)
@@ -394,10 +566,26 @@ class Trainer:
 
         first_epoch = 1
         if resume:
-            first_epoch = self._resume(optimizer, schedule, gen)
-        self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        if first_epoch == 1:
-            self._save_history()
+            first_epoch = distributed.everywhere(
+                lambda: self._resume(optimizer, schedule, gen), "--resume"
+            )
+
+        def prepare_files() -> None:
+            self.ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            if first_epoch == 1:
+                self._save_history()
+
+        distributed.on_main(prepare_files, "writing histories.safetensors")
+
+        step_module: torch.nn.Module | None = None
+        if trainable:
+            step_module = LossStep(model, self.recipe.loss, encode, dev_gen)
+            if world.enabled:
+                # Also makes every rank start from rank 0's weights.
+                step_module = DistributedDataParallel(
+                    step_module,
+                    device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                )
 
         bus.emit(
             "fit_start",
@@ -420,49 +608,44 @@ class Trainer:
             self.stopper.update(0, self._monitor_value(metrics))
             self.history.append({"epoch": 0, "metrics": metrics})
             bus.emit("validation_end", epoch=0, metrics=metrics)
-            ckpt_io.save_checkpoint(self.best_path, self._weights(), self._meta("best", 0, metrics))
-            bus.emit("checkpoint_saved", kind="best", path=str(self.best_path), epoch=0)
+
+            def save_best0() -> None:
+                ckpt_io.save_checkpoint(
+                    self.best_path, self._weights(), self._meta("best", 0, metrics)
+                )
+                bus.emit("checkpoint_saved", kind="best", path=str(self.best_path), epoch=0)
+
+            distributed.on_main(save_best0, "saving best.safetensors")
 
         epoch = first_epoch - 1
         for epoch in range(first_epoch, epochs + 1):
             if self.stopper.should_stop:
                 break
             model.train()
+            if world.enabled:
+                torch.manual_seed(distributed.rank_seed(self.seed, epoch, world.rank))  # dropout
+                dev_gen.manual_seed(distributed.rank_seed(self.seed, epoch, world.rank, 1))
             bus.emit("epoch_start", epoch=epoch, batches=batches)
             t0 = time.perf_counter()
             order = torch.randperm(n_windows, generator=gen).to(self.device)
             loss_sum, tokens_sum = 0.0, 0
             for b in range(batches):
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                win = gather_windows(items, starts[idx], ends[idx], width)
                 try:
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                        if masked:
-                            inputs, labels = model.mask_batch(win, dev_gen)
-                            hidden = encode(inputs)
-                            sel = labels != 0
-                            targets = labels[sel]
-                        else:
-                            inputs, labels = win[:, :-1], win[:, 1:]
-                            hidden = encode(inputs)
-                            sel = (inputs != 0) & (labels != 0)
-                            targets = labels[sel]
-                        loss = compute_loss(
-                            self.recipe.loss,
-                            hidden[sel],
-                            targets,
-                            model.output_embeddings(),
-                            dev_gen,
+                    micro = [
+                        make_micro_batch(
+                            model, gather_windows(items, starts[i], ends[i], width), dev_gen
                         )
-                    loss_value = float(loss.detach())
-                    if not math.isfinite(loss_value):
+                        for i in step_slices(order, b, cfg.batch_size, world, accum)
+                    ]
+                    optimizer.zero_grad(set_to_none=True)
+                    try:
+                        loss_value, n_tok = backward_step(step_module, micro, world, amp)
+                    except NonFiniteLoss as exc:
                         raise SeqrecError(
-                            f"loss became {loss_value} at epoch {epoch}, batch {b + 1}/{batches}; "
+                            f"loss became {exc.value} at epoch {epoch}, batch {b + 1}/{batches}; "
                             f"stopped. The last good checkpoint is kept in {self.ctx.checkpoint_dir}; "
                             "lower train.lr or enable train.grad_clip"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                        ) from None
                     if cfg.grad_clip:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     optimizer.step()
@@ -472,7 +655,6 @@ class Trainer:
                         f"CUDA out of memory at epoch {epoch}, batch {b + 1} with batch size "
                         f"{cfg.batch_size}; lower it, e.g. -o train.batch_size={max(1, cfg.batch_size // 2)}"
                     ) from None
-                n_tok = int(targets.numel())
                 loss_sum += loss_value * n_tok
                 tokens_sum += n_tok
                 bus.emit(
@@ -498,14 +680,27 @@ class Trainer:
             self.history.append(
                 {"epoch": epoch, "train_loss": loss_sum / max(1, tokens_sum), "metrics": metrics}
             )
-            if improved:
-                ckpt_io.save_checkpoint(
-                    self.best_path, self._weights(), self._meta("best", epoch, metrics)
-                )
-                bus.emit("checkpoint_saved", kind="best", path=str(self.best_path), epoch=epoch)
-            finished = self.stopper.should_stop or epoch == epochs
-            self._save_last(epoch, optimizer, schedule, gen, finished)
-            bus.emit("checkpoint_saved", kind="last", path=str(self.last_path), epoch=epoch)
+
+            def save_epoch(epoch=epoch, metrics=metrics, improved=improved) -> None:
+                if improved:
+                    ckpt_io.save_checkpoint(
+                        self.best_path, self._weights(), self._meta("best", epoch, metrics)
+                    )
+                    bus.emit("checkpoint_saved", kind="best", path=str(self.best_path), epoch=epoch)
+                finished = self.stopper.should_stop or epoch == epochs
+                self._save_last(epoch, optimizer, schedule, gen, finished)
+                bus.emit("checkpoint_saved", kind="last", path=str(self.last_path), epoch=epoch)
+
+            if world.enabled:
+                error = None
+                if main:
+                    try:
+                        save_epoch()
+                    except Exception as exc:
+                        error = exc
+                self._sync_epoch(error, f"saving checkpoints of epoch {epoch}")
+            else:
+                save_epoch()
             bus.emit(
                 "epoch_end",
                 epoch=epoch,
@@ -534,10 +729,16 @@ class Trainer:
                 break
         if self.stopper.should_stop:
             status = "early_stopped"
+        del step_module  # drops DDP's hooks and buffers
 
-        # Final numbers come from the best checkpoint.
-        best = ckpt_io.load_checkpoint(self.best_path)
-        model.load_state_dict(best.model_state)
+        # Final numbers come from the best checkpoint (rank 0 reads it, then
+        # sends the weights to the others: no shared filesystem needed).
+        best = distributed.on_main(
+            lambda: ckpt_io.load_checkpoint(self.best_path), "loading best.safetensors"
+        )
+        if best is not None:
+            model.load_state_dict(best.model_state)
+        distributed.broadcast_module(model)
         valid = self.evaluate("valid")
         test = self.evaluate("test")
         total = time.perf_counter() - t_start
@@ -566,6 +767,8 @@ class Trainer:
         return result
 
     def _resume(self, optimizer, schedule, gen: torch.Generator) -> int:
+        """Restore ``last.safetensors`` (every rank reads it, so under torchrun
+        on several nodes ``checkpoints_dir`` must be on a shared filesystem)."""
         if not self.last_path.is_file():
             raise SeqrecError(
                 f"--resume: no {self.last_path} to resume from; run without --resume to start"

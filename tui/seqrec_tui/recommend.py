@@ -184,6 +184,8 @@ class RecommendPane(Vertical):
         if path != self._loading:
             return  # another checkpoint was asked for meanwhile
         if loaded is None:
+            if self.loaded is not None:
+                error += f" (still using {self.loaded.path})"
             self._info(error, True)
         else:
             self.loaded = loaded
