@@ -133,9 +133,11 @@ class CallbackSpec:
 
     @hookspec
     def on_early_stop(self, run: Any, event: dict) -> None:
-        """Patience ran out. ``event``: epoch, best epoch, best value, monitor."""
+        """Patience ran out. ``event``: epoch, best_epoch, best_value, monitor."""
 
     @hookspec
     def on_fit_end(self, run: Any, event: dict) -> None:
-        """Training ended (normally, early or with an error). ``event``: status,
-        best epoch, best valid metrics, test metrics, total time."""
+        """Training ended (normally, early or with an error). ``event``: status
+        (``completed``/``early_stopped``/``failed``/``interrupted``), best_epoch,
+        best_value, valid and test (metrics of the best checkpoint; empty when
+        failed), total_time, params."""
