@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import LossRecorder, model_registry, synthetic_recipe
 
 import seqrec_bert4rec
 import seqrec_console
@@ -14,10 +15,7 @@ import seqrec_files
 import seqrec_gpu
 import seqrec_metrics
 import seqrec_movielens
-import seqrec_pop
-import seqrec_synthetic
 import seqrec_tensorboard
-from seqrec_core import hookimpl
 from seqrec_core.data import load_dataset
 from seqrec_core.errors import RecipeError
 from seqrec_core.plugins import load_plugins
@@ -36,39 +34,17 @@ def make_model(n_items: int = 30, **options) -> seqrec_bert4rec.BERT4Rec:
 
 @pytest.fixture
 def registry(monkeypatch, tmp_path):
-    monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
-    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
-    return load_plugins(
-        extra=[seqrec_synthetic, seqrec_bert4rec, seqrec_pop, seqrec_metrics],
-        use_entry_points=False,
-    )
+    return model_registry(monkeypatch, tmp_path, seqrec_bert4rec)
 
 
 def make_recipe(registry, tmp_path, model: dict, **train):
-    data = {
-        "name": "t",
-        "dataset": {"name": "synthetic", "n_users": 150, "n_items": 40, "mean_length": 15},
-        "model": model,
-        "train": {"epochs": 10, "batch_size": 32, "lr": 0.01, "device": "cpu", **train},
-        "eval": {"ks": [10], "metrics": ["recall", "ndcg"]},
-        "callbacks": [],
-        "output": {"runs_dir": str(tmp_path / "runs"), "checkpoints_dir": str(tmp_path / "ckpt")},
-    }
-    return load_recipe(None, registry, data=data)
+    return synthetic_recipe(registry, tmp_path, model, **{"epochs": 10, **train})
 
 
 SMALL = {"name": "bert4rec", "max_len": 16, "dim": 16, "blocks": 1, "heads": 2, "dropout": 0.0}
 
 
-class Losses:
-    name = "losses"
-
-    def __init__(self):
-        self.values: list[float] = []
-
-    @hookimpl
-    def on_epoch_end(self, run, event):
-        self.values.append(event["train_loss"])
+Losses = LossRecorder
 
 
 # ------------------------------------------------------------------ ids and shapes

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import LossRecorder, model_registry, synthetic_recipe
 
 import seqrec_console
 import seqrec_files
@@ -14,10 +15,7 @@ import seqrec_gpu
 import seqrec_lstm
 import seqrec_metrics
 import seqrec_movielens
-import seqrec_pop
-import seqrec_synthetic
 import seqrec_tensorboard
-from seqrec_core import hookimpl
 from seqrec_core.data import load_dataset
 from seqrec_core.errors import RecipeError
 from seqrec_core.plugins import load_plugins
@@ -37,35 +35,14 @@ def make_model(cell: str = "lstm", n_items: int = 30, **options) -> seqrec_lstm.
 
 @pytest.fixture
 def registry(monkeypatch, tmp_path):
-    monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
-    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
-    return load_plugins(
-        extra=[seqrec_synthetic, seqrec_lstm, seqrec_pop, seqrec_metrics], use_entry_points=False
-    )
+    return model_registry(monkeypatch, tmp_path, seqrec_lstm)
 
 
 def make_recipe(registry, tmp_path, model: dict, **train):
-    data = {
-        "name": "t",
-        "dataset": {"name": "synthetic", "n_users": 150, "n_items": 40, "mean_length": 15},
-        "model": model,
-        "train": {"epochs": 5, "batch_size": 32, "lr": 0.01, "device": "cpu", **train},
-        "eval": {"ks": [10], "metrics": ["recall", "ndcg"]},
-        "callbacks": [],
-        "output": {"runs_dir": str(tmp_path / "runs"), "checkpoints_dir": str(tmp_path / "ckpt")},
-    }
-    return load_recipe(None, registry, data=data)
+    return synthetic_recipe(registry, tmp_path, model, **{"epochs": 5, **train})
 
 
-class Losses:
-    name = "losses"
-
-    def __init__(self):
-        self.values: list[float] = []
-
-    @hookimpl
-    def on_epoch_end(self, run, event):
-        self.values.append(event["train_loss"])
+Losses = LossRecorder
 
 
 # ------------------------------------------------------------------ the network

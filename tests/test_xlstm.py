@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import model_registry, synthetic_recipe
 
 import seqrec_metrics
-import seqrec_pop
 import seqrec_synthetic
 import seqrec_xlstm as X
 from seqrec_core.data import load_dataset
@@ -101,34 +101,12 @@ def test_options_are_validated(tmp_path):
 
 @pytest.fixture
 def registry(monkeypatch, tmp_path):
-    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
-    return load_plugins(
-        extra=[X, seqrec_synthetic, seqrec_pop, seqrec_metrics], use_entry_points=False
-    )
+    return model_registry(monkeypatch, tmp_path, X)
 
 
 def recipe_for(registry, tmp_path, model_section, epochs=6):
-    return load_recipe(
-        None,
-        registry,
-        data={
-            "name": "x",
-            "dataset": {
-                "name": "synthetic",
-                "n_users": 150,
-                "n_items": 40,
-                "mean_length": 15,
-                "seed": 1,
-            },
-            "model": model_section,
-            "train": {"epochs": epochs, "batch_size": 32, "lr": 0.01, "device": "cpu"},
-            "eval": {"ks": [10], "metrics": ["recall", "ndcg"]},
-            "callbacks": [],
-            "output": {
-                "runs_dir": str(tmp_path / "runs"),
-                "checkpoints_dir": str(tmp_path / "ckpt"),
-            },
-        },
+    return synthetic_recipe(
+        registry, tmp_path, model_section, epochs=epochs, dataset_seed=1, name="x"
     )
 
 
