@@ -89,6 +89,102 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from seqrec_core.data.download import data_dir, fetch, find_download, is_installed
+
+    download = find_download(_registry(args), args.name)
+    console = Console(stderr=True)
+    if is_installed(download) and not args.force:
+        console.print(f"{download.name}: already installed in {data_dir(download)}")
+    else:
+        if download.about:
+            console.print(download.about, markup=False, highlight=False)
+        fetch(download, force=args.force)
+        console.print(f"{download.name}: installed in {data_dir(download)}")
+    return 0
+
+
+def cmd_data_add(args: argparse.Namespace) -> int:
+    from seqrec_core.data.download import add, find_download
+
+    download = find_download(_registry(args), args.name)
+    path = add(download, args.files)
+    Console(stderr=True).print(f"{download.name}: verified and installed in {path}")
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from seqrec_core.data.download import data_dir, data_root, is_installed, known_downloads
+
+    table = Table(title=f"downloadable datasets (in {data_root()})")
+    for col in ("name", "recipe dataset section", "files", "status"):
+        table.add_column(col)
+    for name, download in sorted(known_downloads(_registry(args)).items()):
+        section = ", ".join(f"{k}: {v}" for k, v in download.dataset.items())
+        files = ", ".join(a.name + (" (optional)" if a.optional else "") for a in download.archives)
+        status = f"installed: {data_dir(download)}" if is_installed(download) else "—"
+        table.add_row(name, escape(section), escape(files), escape(status))
+    Console().print(table)
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    import json
+
+    from seqrec_core.data import load_dataset
+    from seqrec_core.data.info import data_recipe, dataset_info, info_table
+
+    registry = _registry(args)
+    recipe = data_recipe(args.target, args.override, registry)
+    data = load_dataset(recipe, registry, log=Console(stderr=True).print)
+    info = dataset_info(data)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        Console().print(info_table(info))
+    return 0
+
+
+def _add_data_parser(sub) -> None:
+    data = sub.add_parser("data", help="download, import and inspect datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+
+    download = dsub.add_parser(
+        "download", help="download, verify and install a dataset (e.g. ml-1m, steam)"
+    )
+    download.add_argument("name", help="dataset name, e.g. ml-100k, ml-1m, ml-10m, ml-20m, steam")
+    download.add_argument(
+        "--force", action="store_true", help="download and install again even if installed"
+    )
+    download.set_defaults(func=cmd_data_download)
+
+    add = dsub.add_parser("add", help="import archive(s) you already have, verified the same way")
+    add.add_argument("name", help="dataset name, e.g. ml-1m")
+    add.add_argument("files", nargs="+", metavar="FILE", help="the archive(s), e.g. ./ml-1m.zip")
+    add.set_defaults(func=cmd_data_add)
+
+    listing = dsub.add_parser("list", help="downloadable datasets and where they are installed")
+    listing.set_defaults(func=cmd_data_list)
+
+    info = dsub.add_parser(
+        "info", help="users, items, interactions, density, lengths, popularity, split"
+    )
+    info.add_argument(
+        "target", help="a recipe file, a downloadable name (ml-1m) or a dataset plugin name"
+    )
+    info.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override dataset.* or split.* values, e.g. -o dataset.user_core=5 "
+        "-o split.name=temporal",
+    )
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.set_defaults(func=cmd_data_info)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqrec", description="Sequential recommendation: train, evaluate and compare models."
@@ -138,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list installed plugins and what they register")
     plugins.set_defaults(func=cmd_plugins)
+    _add_data_parser(sub)
     return parser
 
 

@@ -17,13 +17,16 @@ previous component.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
+from seqrec_core.data.splits import check_temporal
 from seqrec_core.errors import RecipeError, SeqrecError
 from seqrec_core.plugins import Registry, did_you_mean, options_schema
 
@@ -62,7 +65,42 @@ class DatasetSection(_PluginSection):
 
 
 class SplitSection(_Section):
-    name: Literal["leave_one_out"] = "leave_one_out"
+    """How sequences are split into training, validation and test (docs/protocol.md)."""
+
+    name: Literal["leave_one_out", "temporal"] = Field(
+        "leave_one_out",
+        description="leave_one_out: the last item is the test target, the one before it the "
+        "validation target; temporal: global time cutoffs",
+    )
+    cutoff_by: Literal["quantile", "timestamp"] = Field(
+        "quantile",
+        description="temporal: cutoffs are quantiles of all interaction times (0.9: the last "
+        "10% of interactions are at/after it), or timestamps (epoch seconds or ISO dates)",
+    )
+    valid_cutoff: float | dt.date | str | None = Field(
+        None, description="temporal: start of the validation period (default quantile 0.8)"
+    )
+    test_cutoff: float | dt.date | str | None = Field(
+        None, description="temporal: start of the test period (default quantile 0.9)"
+    )
+
+    @model_validator(mode="after")
+    def _cutoffs(self) -> SplitSection:
+        # Defaults pass, so a resolved recipe (every key written out) reads back.
+        given = [k for k in ("valid_cutoff", "test_cutoff") if getattr(self, k) is not None]
+        given += ["cutoff_by"] if self.cutoff_by != "quantile" else []
+        if self.name == "leave_one_out":
+            if given:
+                keys = ", ".join(f"split.{k}" for k in given)
+                raise PydanticCustomError(
+                    "split", f"{keys}: only for split.name: temporal; remove or set the name"
+                )
+            return self
+        try:
+            check_temporal(self.cutoff_by, self.valid_cutoff, self.test_cutoff)
+        except ValueError as exc:
+            raise PydanticCustomError("split", str(exc)) from None
+        return self
 
 
 class ModelSection(_PluginSection):

@@ -140,24 +140,40 @@ def make_micro_batch(
     return MicroBatch(inputs, sel, labels[sel])
 
 
-def step_slices(
-    order: torch.Tensor, step: int, batch_size: int, world: distributed.World, accum: int
-) -> list[torch.Tensor]:
-    """This rank's ``accum`` micro-batches (window indices) of optimizer step ``step``.
+def window_tokens(starts: torch.Tensor, ends: torch.Tensor, width: int) -> torch.Tensor:
+    """Supervised positions of each causal window: its items (at most ``width``) minus one."""
+    return (ends - starts).clamp(max=width) - 1
 
-    The global batch is ``order[step*G:(step+1)*G]`` with ``G = batch_size ×
-    world.size × accum``, cut into ``world.size × accum`` contiguous parts; rank
-    ``r`` takes parts ``r*accum … r*accum+accum-1``. Every window of ``order`` is
-    used once per epoch, on one rank. The last, partial global batch is divided
-    evenly (part sizes differ by at most one); only when it has fewer windows
-    than parts are the first windows of ``order`` repeated to fill them.
-    """
+
+def global_batch(
+    order: torch.Tensor, step: int, batch_size: int, world: distributed.World, accum: int
+) -> torch.Tensor:
+    """Window indices of optimizer step ``step`` over all ranks:
+    ``order[step*G:(step+1)*G]`` with ``G = batch_size × world.size × accum``.
+    A last, partial batch with fewer windows than ``world.size × accum`` parts
+    is filled up with the first windows of ``order``."""
     parts = world.size * accum
     glob = batch_size * parts
     chunk = order[step * glob : (step + 1) * glob]
     if len(chunk) < parts:
         fill = torch.arange(parts - len(chunk), device=order.device) % len(order)
         chunk = torch.cat([chunk, order[fill]])
+    return chunk
+
+
+def step_slices(
+    order: torch.Tensor, step: int, batch_size: int, world: distributed.World, accum: int
+) -> list[torch.Tensor]:
+    """This rank's ``accum`` micro-batches (window indices) of optimizer step ``step``.
+
+    The :func:`global_batch` is cut into ``world.size × accum`` contiguous
+    parts; rank ``r`` takes parts ``r*accum … r*accum+accum-1``. Every window of
+    ``order`` is used once per epoch, on one rank. The last, partial global
+    batch is divided evenly (part sizes differ by at most one); only when it has
+    fewer windows than parts are windows repeated to fill them.
+    """
+    parts = world.size * accum
+    chunk = global_batch(order, step, batch_size, world, accum)
     split = torch.tensor_split(chunk, parts) if parts > 1 else (chunk,)
     return list(split[world.rank * accum : (world.rank + 1) * accum])
 
@@ -196,6 +212,7 @@ def backward_step(
     micro: list[MicroBatch],
     world: distributed.World,
     amp: bool = False,
+    total_tokens: torch.Tensor | None = None,
 ) -> tuple[float, int]:
     """Forward and backward of one optimizer step; gradients are left in ``.grad``.
 
@@ -205,6 +222,9 @@ def backward_step(
     ranks; only the last micro-batch synchronises). Each micro-batch's mean
     loss is weighted by its share of the step's positions, so a step on several
     ranks has the gradients of one process on the whole global batch.
+
+    ``total_tokens``: the step's position count over all ranks, if the caller
+    knows it (saves a collective); otherwise it is summed over ranks here.
 
     Returns the step's mean loss and position count over all ranks. Raises
     :class:`NonFiniteLoss` (on every rank alike) before any gradient is left
@@ -223,8 +243,11 @@ def backward_step(
         loss.backward()
         return value, counts[0]
     comm = distributed.comm_device()
-    total = torch.tensor([float(sum(counts))], dtype=torch.float64, device=comm)
-    distributed.all_reduce_sum(total)
+    if total_tokens is None:
+        total = torch.stack([m.sel.sum() for m in micro]).sum().double().reshape(1).to(comm)
+        distributed.all_reduce_sum(total)
+    else:
+        total = total_tokens.double().reshape(1).to(comm)
     # DDP divides the summed gradients by world.size; undo that, weight by positions.
     scale = (world.size / total[0]).float().to(device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -539,13 +562,15 @@ class Trainer:
         starts_np, ends_np = window_bounds(data, width, cfg.windows)
         n_windows = len(starts_np)
         accum = cfg.grad_accum
-        global_batch = cfg.batch_size * world.size * accum
-        batches = math.ceil(n_windows / global_batch) if trainable else 0  # optimizer steps
+        per_step = cfg.batch_size * world.size * accum  # windows per optimizer step
+        batches = math.ceil(n_windows / per_step) if trainable else 0  # optimizer steps
         if trainable and n_windows == 0:
             raise SeqrecError("no training windows: every user has fewer than 2 training items")
         items = torch.from_numpy(data.items).to(self.device)
         starts = torch.from_numpy(starts_np).to(self.device)
         ends = torch.from_numpy(ends_np).to(self.device)
+        # Supervised positions per window, known in advance for the causal objective.
+        tokens_of = None if masked else window_tokens(starts, ends, width)
 
         optimizer = build_optimizer(cfg, model, self.device) if trainable else None
         self.ctx.optimizer = optimizer
@@ -637,9 +662,14 @@ class Trainer:
                         )
                         for i in step_slices(order, b, cfg.batch_size, world, accum)
                     ]
+                    total = None
+                    if tokens_of is not None and (world.enabled or accum > 1):
+                        # Every rank knows the whole global batch: no collective needed.
+                        total = tokens_of[global_batch(order, b, cfg.batch_size, world, accum)]
+                        total = total.sum()
                     optimizer.zero_grad(set_to_none=True)
                     try:
-                        loss_value, n_tok = backward_step(step_module, micro, world, amp)
+                        loss_value, n_tok = backward_step(step_module, micro, world, amp, total)
                     except NonFiniteLoss as exc:
                         raise SeqrecError(
                             f"loss became {exc.value} at epoch {epoch}, batch {b + 1}/{batches}; "

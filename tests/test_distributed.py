@@ -43,6 +43,7 @@ from seqrec_core.train import (
     make_micro_batch,
     step_slices,
     window_bounds,
+    window_tokens,
 )
 
 WORLD = 2
@@ -207,9 +208,11 @@ def _resume(reg, root: Path) -> dict:
     run_recipe(first, reg, samples=0)
     again = make_recipe(reg, root / "resumed", model, epochs=3, grad_accum=2, batch_size=8)
     resumed = run_recipe(again, reg, samples=0, resume=True)
+    events = (root / "resumed/runs/t/events.jsonl").read_text().splitlines()
+    starts = [json.loads(e)["start_epoch"] for e in events if '"fit_start"' in e]
     whole = make_recipe(reg, root / "whole", model, epochs=3, grad_accum=2, batch_size=8)
     full = run_recipe(whole, reg, samples=0)
-    return {"resumed": resumed.metrics, "full": full.metrics}
+    return {"resumed": resumed.metrics, "full": full.metrics, "start_epochs": starts}
 
 
 def _failures(reg, root: Path, rank: int, monkeypatch) -> dict:
@@ -354,6 +357,7 @@ def test_only_rank_zero_writes(ranks):
 
 
 def test_resume_under_two_processes_matches_an_uninterrupted_run(ranks):
+    assert ranks[0]["resume"]["start_epochs"] == [1, 3]  # the second run trained epoch 3 only
     for out in ranks:
         resumed, full = out["resume"]["resumed"], out["resume"]["full"]
         for split in ("valid", "test"):
@@ -457,6 +461,18 @@ def test_grad_accum_in_one_process_equals_one_big_batch(tmp_path, monkeypatch):
     backward_step(LossStep(ref, recipe.loss, ref.encode, None), [whole], one)
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, atol=1e-6)
+    # The trainer's shortcut: causal windows' positions are known without a forward.
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    total = window_tokens(starts, ends, width)[order].sum()
+    assert int(total) == whole.tokens
+    backward_step(LossStep(model, recipe.loss, model.encode, None), micro, one, total_tokens=total)
+    for p, g in zip(model.parameters(), grads, strict=True):
+        assert torch.equal(p.grad, g)
+    for mode in ("last", "sliding"):
+        s, e = (torch.from_numpy(a) for a in window_bounds(data, 5, mode))
+        win = gather_windows(items, s, e, 5)
+        assert torch.equal(window_tokens(s, e, 5), ((win[:, :-1] != 0) & (win[:, 1:] != 0)).sum(1))
 
 
 # ------------------------------------------------------------------ torchrun, end to end

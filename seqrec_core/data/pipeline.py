@@ -2,8 +2,19 @@
 
 Processed data is cached under ``$SEQREC_CACHE`` (default: the platform cache
 dir, ``…/seqrec/processed``) keyed by dataset name, plugin options, filters, the
-plugin's file fingerprint and :data:`DATA_FORMAT`. Cache files are ``.npz``
-(loaded with ``allow_pickle=False``) and Parquet — nothing executable.
+plugin's file fingerprint and :data:`DATA_FORMAT`. The split is not part of the
+key: a cache directory holds the sequences once and one small
+``split-<hash>.npz`` per split computed from them.
+
+Layout of a cache directory (nothing executable, no pickles)::
+
+    offsets.npy items.npy [timestamps.npy] user_raw.npy item_raw.npy
+    items.parquet users.parquet         metadata, rows in internal-id order
+    split-<hash>.npz                    train_end, valid_pos, test_pos (+ info)
+    meta.json                           written last; a directory without it is ignored
+
+Large arrays are memory-mapped copy-on-write on reload, so a cached ML-20M
+loads in well under a second.
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,9 +39,11 @@ from seqrec_core.data.core import (
     filter_interactions,
     validate_interactions,
 )
+from seqrec_core.data.splits import SplitArrays, make_split, split_key, split_spec
 from seqrec_core.plugins import Registry
 
-DATA_FORMAT = 1  # bump when the processing rules change
+DATA_FORMAT = 2  # bump when the processing rules or the cache layout change
+MMAP_BYTES = 1 << 20  # arrays larger than this are memory-mapped on reload
 
 
 def cache_root() -> Path:
@@ -54,33 +68,57 @@ def cache_key(dataset: str, options: dict, filters: dict, fingerprint: str) -> s
 
 
 def save_sequences(data: SequenceData, directory: Path) -> None:
+    """Write ``data`` (sequences, id maps, metadata, its split) to ``directory``
+    atomically: everything goes to a temporary sibling that is renamed into place."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
-    np.savez(
-        tmp / "arrays.npz",
-        offsets=data.offsets,
-        items=data.items,
-        user_raw=data.user_map.raw,
-        item_raw=data.item_map.raw,
-    )
-    data.item_meta.to_parquet(tmp / "items.parquet")
-    data.user_meta.to_parquet(tmp / "users.parquet")
-    (tmp / "meta.json").write_text(json.dumps({"name": data.name}))
+    try:
+        arrays = {
+            "offsets": data.offsets,
+            "items": data.items,
+            "user_raw": data.user_map.raw,
+            "item_raw": data.item_map.raw,
+        }
+        if data.timestamps is not None:
+            arrays["timestamps"] = data.timestamps
+        for key, value in arrays.items():
+            np.save(tmp / f"{key}.npy", np.ascontiguousarray(value), allow_pickle=False)
+        data.item_meta.to_parquet(tmp / "items.parquet")
+        data.user_meta.to_parquet(tmp / "users.parquet")
+        _write_split(tmp, data.split)
+        (tmp / "meta.json").write_text(
+            json.dumps({"name": data.name, "format": DATA_FORMAT, "n_users": data.n_users})
+        )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         tmp.rename(directory)  # atomic: a half-written cache never looks complete
     except OSError:  # another process won the race
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_sequences(directory: Path) -> SequenceData:
-    with np.load(directory / "arrays.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+def _load_array(path: Path) -> np.ndarray:
+    if path.stat().st_size > MMAP_BYTES:
+        # Copy-on-write: writable (torch.from_numpy does not warn), never
+        # written back, and read lazily from the page cache.
+        return np.asarray(np.load(path, mmap_mode="c", allow_pickle=False))
+    return np.load(path, allow_pickle=False)
+
+
+def load_sequences(directory: Path, split: dict | None = None) -> SequenceData:
+    """The cached sequences in ``directory`` with the split ``split`` (a
+    :func:`~seqrec_core.data.splits.split_spec`; default leave-one-out), read
+    from its ``split-<hash>.npz`` or computed and stored there."""
+    arrays = {
+        key: _load_array(directory / f"{key}.npy")
+        for key in ("offsets", "items", "user_raw", "item_raw", "timestamps")
+        if (directory / f"{key}.npy").is_file()
+    }
     meta = json.loads((directory / "meta.json").read_text())
     item_map = IdMap(arrays["item_raw"], offset=1)
     user_map = IdMap(arrays["user_raw"], offset=0)
-    return SequenceData(
+    data = SequenceData(
         name=meta["name"],
         offsets=arrays["offsets"],
         items=arrays["items"],
@@ -88,7 +126,51 @@ def load_sequences(directory: Path) -> SequenceData:
         item_map=item_map,
         item_meta=_read_meta(directory / "items.parquet", item_map),
         user_meta=_read_meta(directory / "users.parquet", user_map),
+        timestamps=arrays.get("timestamps"),
     )
+    return apply_split(data, split, directory)
+
+
+def apply_split(
+    data: SequenceData, split: dict | None, directory: Path | None = None
+) -> SequenceData:
+    """``data`` with the split ``split`` (None: leave-one-out). With a cache
+    ``directory`` the split's arrays are read from / written to it."""
+    spec = split if split is not None else split_spec(None)
+    if data.split is not None and data.split.spec == spec:
+        return data
+    path = directory / f"split-{split_key(spec)}.npz" if directory is not None else None
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            arrays = SplitArrays(
+                z["train_end"], z["valid_pos"], z["test_pos"], spec, json.loads(str(z["info"]))
+            )
+        return data.with_split(arrays)
+    arrays = make_split(data.offsets, data.timestamps, spec)
+    if path is not None:
+        try:
+            _write_split(directory, arrays)
+        except OSError:  # a read-only cache must not stop a run
+            pass
+    return data.with_split(arrays)
+
+
+def _write_split(directory: Path, split: SplitArrays) -> None:
+    path = directory / f"split-{split_key(split.spec)}.npz"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".split-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(
+                fh,
+                train_end=split.train_end,
+                valid_pos=split.valid_pos,
+                test_pos=split.test_pos,
+                info=np.array(json.dumps(split.info, default=str)),
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _read_meta(path: Path, id_map: IdMap) -> pd.DataFrame:
@@ -105,10 +187,14 @@ def _read_meta(path: Path, id_map: IdMap) -> pd.DataFrame:
 def load_dataset(
     recipe: Any, registry: Registry, use_cache: bool | None = None, log=None
 ) -> SequenceData:
-    """Load, filter, remap and split the recipe's dataset (cached on disk)."""
+    """Load, filter, remap and split the recipe's dataset (cached on disk).
+
+    ``recipe`` needs ``dataset`` (the core section), ``dataset_options`` and
+    optionally ``split`` (default leave-one-out)."""
     section = recipe.dataset
     source = registry.get("datasets", section.name)()
     options = recipe.dataset_options
+    split = split_spec(getattr(recipe, "split", None))
     filters = {
         "min_rating": section.min_rating,
         "user_core": section.user_core,
@@ -123,15 +209,17 @@ def load_dataset(
         if (directory / "meta.json").is_file():
             if log:
                 log(f"using cached processed data {directory}")
-            return load_sequences(directory)
+            return load_sequences(directory, split)
     raw = source.load(options)
     df = validate_interactions(raw.interactions, f"dataset '{section.name}'")
     df = filter_interactions(df, **filters)
     data = build_sequences(section.name, df, raw.items, raw.users)
+    del raw, df
     if directory is not None:
         try:
             save_sequences(data, directory)
         except OSError as exc:  # a read-only cache must not stop a run
             if log:
                 log(f"could not write data cache {directory}: {exc}")
-    return data
+            directory = None
+    return apply_split(data, split, directory)

@@ -27,10 +27,32 @@ import pandas as pd
 
 from seqrec_core.errors import DataError
 
-Kind = Literal["int", "float", "str"]
-_PANDAS_DTYPE = {"int": "int64", "float": "float64", "str": str}
-_EXPECTED = {"int": "an integer", "float": "a number", "str": "text"}
-_SEP_NAMES = {"\t": "tab", " ": "space", ",": "comma", "|": "'|'", ";": "';'", None: "whitespace"}
+#: Column kinds; ``int32``/``float32`` halve the memory of big id/rating columns.
+Kind = Literal["int", "float", "str", "int32", "float32"]
+_PANDAS_DTYPE = {
+    "int": "int64",
+    "float": "float64",
+    "str": str,
+    "int32": "int32",
+    "float32": "float32",
+}
+_EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "text",
+    "int32": "an integer",
+    "float32": "a number",
+}
+_COMPRESSED = (".gz", ".bz2", ".xz")
+_SEP_NAMES = {
+    "\t": "tab",
+    " ": "space",
+    ",": "comma",
+    "|": "'|'",
+    ";": "';'",
+    "::": "'::'",
+    None: "whitespace",
+}
 
 
 def fingerprint_files(paths: Iterable[Path]) -> str:
@@ -83,7 +105,8 @@ def read_table(
     ``len(columns)`` fields of the given kinds, else :class:`DataError` names the
     first bad line.
 
-    All-numeric tables go through pandas (fast: millions of lines per second);
+    All-numeric tables go through pandas (fast: millions of lines per second;
+    ``::``-separated MovieLens files too, see :func:`_read_double_colon`);
     tables with text columns are parsed line by line, because pandas cannot tell
     a missing trailing text field from an empty one (they are small metadata
     files in practice).
@@ -96,6 +119,8 @@ def read_table(
         for name, kind in columns:
             df[name] = df[name].astype(_PANDAS_DTYPE[kind])
         return df
+    if sep == "::" and path.suffix.lower() not in _COMPRESSED:
+        return _read_double_colon(path, columns, encoding)
     try:
         with warnings.catch_warnings():
             # "Length of header or names does not match": pandas would drop data.
@@ -118,6 +143,62 @@ def read_table(
             pass  # raises at the first bad line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: could not be parsed: {reason}") from None
+
+
+def _read_double_colon(
+    path: Path, columns: Sequence[tuple[str, Kind]], encoding: str
+) -> pd.DataFrame:
+    """A numeric ``a::b::c`` file (MovieLens 1M/10M ``ratings.dat``) at C speed.
+
+    pandas only has a slow Python parser for multi-character separators, so
+    this reads with ``sep=":"`` into ``2n - 1`` columns and keeps the even ones.
+    That alone would accept a stray ``:`` or extra fields, so it also counts
+    ``::`` in the file: with ``n`` numeric fields per line the count is exactly
+    ``(n - 1) × rows`` only if every line is ``v::v::…::v``. On any mismatch a
+    line-by-line scan names the first bad line. (About 8x faster than
+    ``engine="python"``.)
+    """
+    names = [n for n, _ in columns]
+    wide = [f"_sep{i}" if i % 2 else names[i // 2] for i in range(2 * len(names) - 1)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(
+                path,
+                sep=":",
+                header=None,
+                names=wide,
+                usecols=names,
+                dtype={n: _PANDAS_DTYPE[k] for n, k in columns},
+                index_col=False,
+                quoting=csv.QUOTE_NONE,
+                encoding=encoding,
+                engine="c",
+            )[names]
+        ok = _count_pairs(path) == (len(names) - 1) * len(df) and not df.isna().any().any()
+        problem = "a line is not " + "::".join(names)
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, exc, encoding) from None
+    except (ValueError, pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+        ok, problem = False, str(exc).strip().splitlines()[0] if str(exc).strip() else "?"
+    if ok:
+        return df
+    for _ in _checked_rows(path, columns, "::", encoding):
+        pass  # raises at the first bad line
+    raise DataError(f"{path}: could not be parsed: {problem}")
+
+
+def _count_pairs(path: Path, chunk: int = 1 << 24) -> int:
+    """Occurrences of ``::`` in the file, read in chunks (a run of colons that
+    straddles a chunk boundary is carried over whole)."""
+    count, carry = 0, b""
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            buf = carry + block
+            head = buf.rstrip(b":")
+            carry = buf[len(head) :]
+            count += head.count(b"::")
+    return count + carry.count(b"::")
 
 
 def _checked_rows(
@@ -144,7 +225,7 @@ def _checked_rows(
                         row.append(value)
                         continue
                     try:
-                        row.append(int(value) if kind == "int" else float(value))
+                        row.append(int(value) if kind.startswith("int") else float(value))
                     except ValueError:
                         raise DataError(
                             f"{path}:{lineno}: {name} is {value!r}, expected {_EXPECTED[kind]}"
@@ -219,6 +300,58 @@ class CsvFile:
                     return DataError(self._shape_message(lineno, len(fields), n))
                 return DataError(f"{self.path}:{lineno}: column '{column}' {problem}")
         return DataError(f"{self.path}: data row {row + 1}: column '{column}' {problem}")
+
+
+def read_csv_typed(
+    path: Path,
+    columns: Sequence[tuple[str, Kind]],
+    sep: str = ",",
+    encoding: str = "utf-8",
+) -> pd.DataFrame:
+    """The ``columns`` of a CSV file with a header (other columns are ignored),
+    parsed by pandas' C engine with explicit dtypes (20M MovieLens rows in about
+    2 s). A missing column, a wrong field count or a bad value raises a one-line
+    :class:`DataError` naming the file and line."""
+    table = CsvFile(path, sep, encoding)
+    header = table.columns()
+    names = [n for n, _ in columns]
+    missing = [n for n in names if n not in header]
+    if missing:
+        raise DataError(
+            f"{path}:1: the header has no column '{missing[0]}'; expected the columns "
+            f"{', '.join(names)}, found {', '.join(header) or 'none'}"
+        )
+    try:
+        # Every column is read (no usecols): pandas drops surplus fields of a
+        # row silently when only some columns are selected.
+        df = table._read(
+            dtype={n: _PANDAS_DTYPE[k] for n, k in columns},
+            engine="c",
+        )[names]
+        bad = [n for n, k in columns if k != "str" and df[n].isna().any()]
+    except (ValueError, OverflowError, pd.errors.ParserError, pd.errors.ParserWarning):
+        bad = names
+    if not bad:
+        return df
+    kinds = dict(columns)
+    index = {name: header.index(name) for name in names}
+    for lineno, fields in table.records():
+        if len(fields) != len(header):
+            raise DataError(table._shape_message(lineno, len(fields), len(header)))
+        for name in names:
+            value = fields[index[name]]
+            if kinds[name] == "str":
+                continue
+            try:
+                number = int(value) if kinds[name].startswith("int") else float(value)
+                if number != number:  # NaN
+                    raise ValueError(value)
+            except ValueError:
+                raise DataError(
+                    f"{path}:{lineno}: column '{name}' is {value!r}, expected "
+                    f"{_EXPECTED[kinds[name]]}"
+                ) from None
+    raise DataError(f"{path}: could not be parsed with columns {', '.join(names)}")
 
 
 # ----------------------------------------------------------------- value checks
