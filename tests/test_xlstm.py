@@ -184,3 +184,12 @@ def test_auto_picks_triton_on_cuda_and_bf16_streaming_agrees():
     assert rel(scores, full_bf16) < 1e-3
     assert rel(scores, full_fp32) < 1e-3
     assert torch.equal(scores.topk(10).indices, full_fp32.topk(10).indices)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the no-CUDA fallback")
+def test_slstm_cuda_backend_falls_back_to_vanilla_with_a_warning():
+    with pytest.warns(UserWarning, match="falling back to the vanilla PyTorch backend"):
+        m = model(slstm_at=[1], slstm_backend="cuda")
+    assert type(m.blocks[1].xlstm.slstm_cell).__name__ == "sLSTMCell_vanilla"
+    with torch.no_grad():
+        assert m.predict(torch.tensor([[1, 2, 3]])).shape == (1, 61)
