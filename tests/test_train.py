@@ -490,3 +490,45 @@ def test_a_failing_callback_is_reported_and_training_goes_on(registry, tmp_path,
     assert result.status == "completed" and len(rec.epochs) == 2
     err = capsys.readouterr().err
     assert err.count("callback 'broken-0' failed in on_epoch_end: OSError: disk full") == 1
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_the_last_checkpoint(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from seqrec_core.events import read_events
+
+    env = {**os.environ, "SEQREC_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "seqrec_core",
+        "run",
+        "recipes/quickstart.yaml",
+        "-o",
+        f"output.runs_dir={tmp_path}/runs",
+        "-o",
+        f"output.checkpoints_dir={tmp_path}/ckpt",
+        "-o",
+        "callbacks=[]",
+        "-o",
+        "train.epochs=200",
+        "-o",
+        "train.patience=200",
+    ]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "ckpt/quickstart/last.safetensors"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), "no epoch finished in time"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    events = list(read_events(tmp_path / "runs/quickstart/events.jsonl"))
+    assert events[-1]["event"] == "fit_end" and events[-1]["status"] == "interrupted"
+    assert ckpt_io.load_checkpoint(last).meta["trainer"]["epoch"] >= 1
