@@ -112,8 +112,10 @@ class CallbackSpec:
 
     @hookspec
     def on_batch_end(self, run: Any, event: dict) -> None:
-        """A training batch finished. ``event``: epoch, batch, batches, loss,
-        lr, tokens (number of predicted positions in the batch)."""
+        """A training batch (one optimizer step) finished. ``event``: epoch,
+        batch, batches, loss, lr, tokens (predicted positions in the step; under
+        torchrun or with ``train.grad_accum`` summed over all ranks and
+        micro-batches, and ``loss`` is their mean)."""
 
     @hookspec
     def on_validation_end(self, run: Any, event: dict) -> None:

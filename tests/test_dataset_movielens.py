@@ -426,7 +426,9 @@ def test_ml10m_half_stars_titles_and_tags(tmp_path):
 
 def test_ml10m_hint_for_the_parent_folder(tmp_path):
     write_ml10m(tmp_path / "ml-10M100K")
-    with pytest.raises(DataError, match=re.escape(f"set dataset.path to {tmp_path / 'ml-10M100K'}")):
+    with pytest.raises(
+        DataError, match=re.escape(f"set dataset.path to {tmp_path / 'ml-10M100K'}")
+    ):
         load(tmp_path, "ml-10m")
 
 
@@ -493,7 +495,10 @@ def test_ml20m_csv_with_quoted_titles(tmp_path, raw_to_sequences):
     [
         ("2,3,4.0", "ratings.csv:4: found 3 field(s), expected 4 (as in the header)"),
         ("2,3,4.0,974820889,9", "ratings.csv:4: found 5 field(s)"),
-        ("2,three,4.0,974820889", "ratings.csv:4: column 'movieId' is 'three', expected an integer"),
+        (
+            "2,three,4.0,974820889",
+            "ratings.csv:4: column 'movieId' is 'three', expected an integer",
+        ),
         ("2,3,,974820889", "ratings.csv:4: column 'rating' is '', expected a number"),
     ],
 )

@@ -144,18 +144,23 @@ def filter_interactions(
 def kcore(df: pd.DataFrame, user_core: int, item_core: int) -> pd.DataFrame:
     """Drop users with < ``user_core`` and items with < ``item_core`` interactions,
     repeatedly, until both hold for every remaining row (a fixed point)."""
-    if user_core <= 1 and item_core <= 1:
+    if user_core <= 1 and item_core <= 1 or len(df) == 0:
         return df
     users, _ = factorize(df["user"], sort=False)
     items, _ = factorize(df["item"], sort=False)
-    keep = np.ones(len(df), dtype=bool)
+    n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+    rows = None  # positions still kept; None: all (the arrays shrink every pass)
     while True:
-        u_cnt = np.bincount(users[keep], minlength=users.max() + 1 if len(users) else 0)
-        i_cnt = np.bincount(items[keep], minlength=items.max() + 1 if len(items) else 0)
-        bad = keep & ((u_cnt[users] < user_core) | (i_cnt[items] < item_core))
-        if not bad.any():
+        ok = np.bincount(users, minlength=n_users)[users] >= user_core
+        ok &= np.bincount(items, minlength=n_items)[items] >= item_core
+        if ok.all():
             break
-        keep &= ~bad
+        rows = np.flatnonzero(ok) if rows is None else rows[ok]
+        users, items = users[ok], items[ok]
+    if rows is None:
+        return df
+    keep = np.zeros(len(df), dtype=bool)
+    keep[rows] = True
     return df[keep]
 
 
@@ -183,24 +188,23 @@ def chronological_order(user_codes: np.ndarray, timestamps: np.ndarray | None) -
     if timestamps is None:
         return np.argsort(user_codes, kind="stable")
     t = np.asarray(timestamps)
+    if len(t) == 0:
+        return np.zeros(0, dtype=np.int64)
     if t.dtype.kind in "iu" or (
         t.dtype.kind == "f"
         and np.isfinite(t).all()
-        and np.abs(t).max(initial=0) < 2**52
+        and np.abs(t).max() < 2**52
         and np.all(np.mod(t, 1) == 0)
     ):
-        t = t.astype(np.int64)
-        rank = t - t.min() if len(t) else t
-        span = int(rank.max()) + 1 if len(t) else 1
+        t = t.astype(np.int64, copy=False)
+        key = t - t.min()  # the time rank part of the key, built in place below
     else:
         # Dense ranks keep ties tied (and NaN last, as a sort would).
-        _, rank = np.unique(t, return_inverse=True)
-        span = int(rank.max()) + 1 if len(t) else 1
-    n_users = int(user_codes.max()) + 1 if len(user_codes) else 1
-    bits = max(1, int(span - 1).bit_length())
-    if bits + int(n_users).bit_length() >= 63:  # does not fit one key
+        key = np.unique(t, return_inverse=True)[1].astype(np.int64, copy=False).ravel()
+    bits = max(1, int(key.max()).bit_length())
+    if bits + int(user_codes.max()).bit_length() >= 63:  # does not fit one key
         return np.lexsort([np.arange(len(user_codes)), t, user_codes])
-    key = (user_codes << bits) | np.asarray(rank, dtype=np.int64)
+    key |= user_codes << bits
     return np.argsort(key, kind="stable")
 
 

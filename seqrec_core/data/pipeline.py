@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,12 +186,18 @@ def _read_meta(path: Path, id_map: IdMap) -> pd.DataFrame:
 
 
 def load_dataset(
-    recipe: Any, registry: Registry, use_cache: bool | None = None, log=None
+    recipe: Any,
+    registry: Registry,
+    use_cache: bool | None = None,
+    log=None,
+    timings: dict[str, float] | None = None,
 ) -> SequenceData:
     """Load, filter, remap and split the recipe's dataset (cached on disk).
 
     ``recipe`` needs ``dataset`` (the core section), ``dataset_options`` and
-    optionally ``split`` (default leave-one-out)."""
+    optionally ``split`` (default leave-one-out). ``timings``, if given, gets
+    the seconds of each step (``benchmarks/data_scale.py``)."""
+    clock = _Clock(timings)
     section = recipe.dataset
     source = registry.get("datasets", section.name)()
     options = recipe.dataset_options
@@ -206,15 +213,21 @@ def load_dataset(
         fp = source.fingerprint(options)
         key = cache_key(section.name, options.model_dump(mode="json"), filters, fp)
         directory = cache_root() / f"{section.name}-{key}"
+        clock("fingerprint")
         if (directory / "meta.json").is_file():
             if log:
                 log(f"using cached processed data {directory}")
-            return load_sequences(directory, split)
+            data = load_sequences(directory, split)
+            clock("cache_read")
+            return data
     raw = source.load(options)
+    clock("parse")
     df = validate_interactions(raw.interactions, f"dataset '{section.name}'")
     df = filter_interactions(df, **filters)
+    clock("filter")
     data = build_sequences(section.name, df, raw.items, raw.users)
     del raw, df
+    clock("build")
     if directory is not None:
         try:
             save_sequences(data, directory)
@@ -222,4 +235,21 @@ def load_dataset(
             if log:
                 log(f"could not write data cache {directory}: {exc}")
             directory = None
-    return apply_split(data, split, directory)
+        clock("cache_write")
+    data = apply_split(data, split, directory)
+    clock("split")
+    return data
+
+
+class _Clock:
+    """``clock(step)`` stores the seconds since the previous call under ``step``."""
+
+    def __init__(self, timings: dict[str, float] | None):
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[step] = self.timings.get(step, 0.0) + now - self.last
+        self.last = now
