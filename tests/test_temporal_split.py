@@ -1,4 +1,4 @@
-"""The temporal split (docs/protocol.md, section 6): global cutoffs by
+"""The temporal split (docs/protocol.md, section 5.2): global cutoffs by
 timestamp or quantile, its boundaries, its use by evaluation and training,
 its recipe validation and its cache, and leave-one-out staying as it was."""
 

@@ -137,7 +137,9 @@ def filter_interactions(
     if min_rating is not None:
         if "rating" not in df.columns:
             raise DataError("dataset.min_rating is set but this dataset has no ratings; remove it")
-        df = df[df["rating"] >= min_rating]
+        keep = (df["rating"] >= min_rating).to_numpy()
+        if not keep.all():
+            df = df.take(np.flatnonzero(keep))
     return kcore(df, user_core, item_core)
 
 
@@ -157,11 +159,8 @@ def kcore(df: pd.DataFrame, user_core: int, item_core: int) -> pd.DataFrame:
             break
         rows = np.flatnonzero(ok) if rows is None else rows[ok]
         users, items = users[ok], items[ok]
-    if rows is None:
-        return df
-    keep = np.zeros(len(df), dtype=bool)
-    keep[rows] = True
-    return df[keep]
+    # take() by position is several times faster than boolean indexing on 20M rows
+    return df if rows is None else df.take(rows)
 
 
 def factorize(values: pd.Series | np.ndarray, sort: bool = True) -> tuple[np.ndarray, Any]:
@@ -360,16 +359,21 @@ def build_sequences(
             f"dataset '{name}' is empty after filtering; lower dataset.min_rating / "
             "user_core / item_core"
         )
+    # Intermediates are dropped as soon as possible: at 20M rows each is 160 MB.
     user_codes, user_raw = factorize(df["user"])
-    item_codes, item_raw = factorize(df["item"])
     timestamps = df["timestamp"].to_numpy() if "timestamp" in df.columns else None
     order = chronological_order(user_codes, timestamps)
-    items = item_codes[order] + 1
     counts = np.bincount(user_codes, minlength=len(user_raw))
+    del user_codes
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    item_codes, item_raw = factorize(df["item"])
+    items = item_codes[order]
+    del item_codes
+    items += 1
     if timestamps is not None:
         kind = np.int64 if timestamps.dtype.kind in "iub" else np.float64
         timestamps = timestamps[order].astype(kind, copy=False)
+    del order
 
     item_map = IdMap(_raw_id_array(np.asarray(item_raw)), offset=1)
     user_map = IdMap(_raw_id_array(np.asarray(user_raw)), offset=0)

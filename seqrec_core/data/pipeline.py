@@ -222,11 +222,13 @@ def load_dataset(
             return data
     raw = source.load(options)
     clock("parse")
+    items_meta, users_meta = raw.items, raw.users
     df = validate_interactions(raw.interactions, f"dataset '{section.name}'")
+    del raw  # let the unfiltered table go as soon as filtering copied what it keeps
     df = filter_interactions(df, **filters)
     clock("filter")
-    data = build_sequences(section.name, df, raw.items, raw.users)
-    del raw, df
+    data = build_sequences(section.name, df, items_meta, users_meta)
+    del df
     clock("build")
     if directory is not None:
         try:

@@ -1,5 +1,5 @@
 """Splits: which part of each user's sequence is training, validation target and
-test target (``docs/protocol.md``, sections 5 and 6).
+test target (``docs/protocol.md``, section 5).
 
 Every split is three per-user arrays over the CSR sequences of
 :class:`~seqrec_core.data.core.SequenceData` (absolute positions into
