@@ -59,7 +59,9 @@ class RegistrationSpec:
         ``load(options) -> RawData`` returning an interaction table in file order
         plus optional item/user metadata, and ``fingerprint(options) -> str`` that
         changes whenever the underlying files change (used as the processed-data
-        cache key).
+        cache key). A class may also declare ``downloads = {name: Download}``
+        (:mod:`seqrec_core.data.download`): ``seqrec data download|add|list|info``
+        use it, and ``load`` can call ``ensure(download)`` for ``path: auto``.
         """
 
     @hookspec

@@ -395,7 +395,7 @@ def test_data_add_refuses_a_wrong_file_and_keeps_the_old_install(
     assert run_cli("data", "add", "ml-1m", str(other)) == 2
     err = capsys.readouterr().err
     assert err.startswith("seqrec: error: ") and err.count("\n") == 1
-    assert "bytes, but ml-1m.zip has" in err
+    assert "bytes, but the published ml-1m.zip has" in err
     assert sorted(p.name for p in (tmp_path / "data" / "ml-1m").rglob("*")) == installed
 
 
@@ -510,3 +510,20 @@ def test_data_info_rejects_other_overrides(capsys):
     assert "only dataset.* and split.* overrides" in capsys.readouterr().err
     assert run_cli("data", "info", "synthetik") == 2
     assert "(did you mean 'synthetic'?)" in capsys.readouterr().err
+
+
+def test_steam_add_copies_both_files(tmp_path, load_via_pipeline):
+    reviews = tmp_path / "in" / "steam_reviews.json.gz"
+    reviews.parent.mkdir()
+    reviews.write_bytes(
+        gzip.compress(b"{'username': 'a', 'product_id': '7', 'date': '2017-01-01'}\n")
+    )
+    games = tmp_path / "in" / "steam_games.json.gz"
+    games.write_bytes(gzip.compress(b"{'id': '7', 'app_name': 'Seven', 'genres': ['X']}\n"))
+    folder = dl.add(seqrec_steam.DOWNLOADS["steam"], [games, reviews])
+    installed = folder / "steam_reviews.json.gz"
+    assert installed.read_bytes() == reviews.read_bytes()
+    assert installed.stat().st_ino != reviews.stat().st_ino  # a copy, not a link
+    assert reviews.exists() and games.exists()
+    data = load_via_pipeline(seqrec_steam, "steam", seqrec_steam.Steam.Options())
+    assert data.titles([1]) == ["Seven"]

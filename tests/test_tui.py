@@ -658,7 +658,7 @@ def test_console_user_history_search_add_and_hide_seen(trained):
     run_app(app, scenario)
 
 
-def test_console_matches_seqrec_recommend(trained, capsys, monkeypatch):
+def test_console_matches_seqrec_recommend(trained, capsys, monkeypatch, env):
     from seqrec_core.cli import main as seqrec_main
     from seqrec_core.plugins import load_plugins
     from seqrec_core.recommend import load_for_inference
@@ -678,6 +678,8 @@ def test_console_matches_seqrec_recommend(trained, capsys, monkeypatch):
         search = pane.query_one("#search")
         for title in titles:
             await pilot.press("ctrl+f")
+            # Enter must reach the search field, not a list on another tab.
+            await until(pilot, lambda: app.focused is search, what="focus on the search field")
             search.value = title  # as if typed
             await until(pilot, lambda t=title: pane.results and pane.results[0][1] == t)
             await pilot.press("enter")

@@ -26,7 +26,7 @@ try:
 except ImportError:  # not installed yet: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tui"))
 
-from textual.widgets import Input
+from textual.widgets import Input, TabbedContent
 
 from seqrec_core import gpu as gpu_api
 from seqrec_tui.app import SeqrecApp
@@ -93,6 +93,19 @@ def make_app(**kwargs) -> SeqrecApp:
     return SeqrecApp(
         runs_dir="runs", checkpoints_dir="checkpoints", recipes_dir="recipes", **kwargs
     )
+
+
+def on_tab(tab: str, focused: str | None = None):
+    """A condition: ``tab`` is showing (and the widget with id ``focused`` has focus)."""
+
+    def condition(app) -> bool:
+        main = app.screen_stack[0]
+        if main.query_one(TabbedContent).active != tab or app.screen is not main:
+            return False
+        return focused is None or (app.focused is not None and app.focused.id == focused)
+
+    condition.__doc__ = f"the {tab} tab" + (f" with #{focused} focused" if focused else "")
+    return condition
 
 
 def settle(*conditions, press: tuple[str, ...] = (), timeout: float = 20.0):
@@ -218,7 +231,9 @@ def test_home_screen(workdir, snap_compare):
         """the recipe list"""
         return bool(app.home.recipes)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=settle(recipes_listed))
+    assert snap_compare(
+        app, terminal_size=SIZE, run_before=settle(recipes_listed, on_tab("home", "recipes"))
+    )
 
 
 def test_training_dashboard_attached_to_an_early_stopped_run(workdir, snap_compare):
@@ -237,7 +252,9 @@ def test_training_dashboard_attached_to_an_early_stopped_run(workdir, snap_compa
         """the first GPU reading"""
         return app.gpu_panel.status_text == NO_GPU_REASON
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=settle(run_read, no_gpu_seen))
+    assert snap_compare(
+        app, terminal_size=SIZE, run_before=settle(run_read, no_gpu_seen, on_tab("train", "epochs"))
+    )
 
 
 def test_gpu_tab_with_one_h200(workdir, snap_compare, monkeypatch):
@@ -250,7 +267,9 @@ def test_gpu_tab_with_one_h200(workdir, snap_compare, monkeypatch):
         cards = app.gpu_panel.query("GpuCard")
         return bool(cards) and "NVIDIA H200" in cards.first().text
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=settle(card_shown, press=("3",)))
+    assert snap_compare(
+        app, terminal_size=SIZE, run_before=settle(card_shown, on_tab("gpu"), press=("3",))
+    )
 
 
 def test_gpu_tab_without_a_gpu(workdir, snap_compare):
@@ -261,7 +280,9 @@ def test_gpu_tab_without_a_gpu(workdir, snap_compare):
         """the no-GPU reason"""
         return app.gpu_panel.status_text == NO_GPU_REASON
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=settle(reason_shown, press=("3",)))
+    assert snap_compare(
+        app, terminal_size=SIZE, run_before=settle(reason_shown, on_tab("gpu"), press=("3",))
+    )
 
 
 def test_recommendation_console_empty(workdir, snap_compare):
@@ -272,4 +293,8 @@ def test_recommendation_console_empty(workdir, snap_compare):
         """the first scan of Home"""
         return bool(app.home.recipes)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=settle(home_scanned, press=("4",)))
+    assert snap_compare(
+        app,
+        terminal_size=SIZE,
+        run_before=settle(home_scanned, on_tab("recommend", "ckpt-path"), press=("4",)),
+    )

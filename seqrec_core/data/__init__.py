@@ -2,9 +2,10 @@
 
 Every dataset plugin returns a :class:`RawData` (an interaction table in file
 order plus optional metadata); everything after that — rating threshold,
-iterative k-core, id remapping, chronological ordering, leave-one-out split,
-CSR sequences and the on-disk cache — happens here, identically for all
-datasets.
+iterative k-core, id remapping, chronological ordering, the split
+(leave-one-out or temporal), CSR sequences and the on-disk cache — happens
+here, identically for all datasets. ``download`` fetches and installs official
+archives; ``info`` summarises a dataset (``seqrec data info``).
 """
 
 from seqrec_core.data.core import (
@@ -16,15 +17,19 @@ from seqrec_core.data.core import (
     filter_interactions,
     kcore,
 )
-from seqrec_core.data.pipeline import load_dataset
+from seqrec_core.data.pipeline import apply_split, load_dataset
+from seqrec_core.data.splits import SplitArrays, make_split
 
 __all__ = [
     "DatasetSource",
     "IdMap",
     "RawData",
     "SequenceData",
+    "SplitArrays",
+    "apply_split",
     "build_sequences",
     "filter_interactions",
     "kcore",
     "load_dataset",
+    "make_split",
 ]

@@ -169,15 +169,16 @@ def fetch(download: Download, force: bool = False, progress: Progress | None = N
         if is_installed(download) and not force:
             return data_dir(download)
         files: dict[Archive, Path] = {}
+        checks: dict[Archive, tuple[int, str]] = {}
         for archive in download.archives:
             try:
-                files[archive] = _download(download, archive, progress)
+                files[archive], checks[archive] = _download(download, archive, progress)
             except DataError as exc:
                 if not archive.optional:
                     raise
                 print(f"seqrec: warning: {exc}; continuing without it", file=sys.stderr)
         try:
-            install(download, files)
+            install(download, files, checks, owned=True)
         finally:
             for path in files.values():  # verified copies: no use once installed or refused
                 path.unlink(missing_ok=True)
@@ -201,8 +202,15 @@ def add(download: Download, paths: Iterable[Path | str]) -> Path:
     return data_dir(download)
 
 
-def install(download: Download, files: dict[Archive, Path]) -> None:
-    """Verify ``files`` and install them as ``download``, atomically."""
+def install(
+    download: Download,
+    files: dict[Archive, Path],
+    verified: dict[Archive, tuple[int, str]] | None = None,
+    owned: bool = False,
+) -> None:
+    """Verify ``files`` (unless ``verified`` gives their size and SHA-256
+    already) and install them as ``download``, atomically. ``owned`` files
+    (seqrec's own downloads) may be moved into place; others are copied."""
     for archive in download.archives:
         if archive not in files and not archive.optional:
             raise DataError(
@@ -215,7 +223,10 @@ def install(download: Download, files: dict[Archive, Path]) -> None:
             f"{target} exists but was not installed by seqrec; move it away (or point "
             "dataset.path at it) and try again"
         )
-    checks = {archive: verify(download, archive, path) for archive, path in files.items()}
+    checks = {
+        archive: (verified or {}).get(archive) or verify(download, archive, path)
+        for archive, path in files.items()
+    }
     root = data_root()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{download.name}-"))
@@ -223,8 +234,10 @@ def install(download: Download, files: dict[Archive, Path]) -> None:
         for archive, path in files.items():
             if archive.is_zip:
                 extract_zip(path, tmp)
-            else:
-                _place(path, tmp / archive.name)
+            elif owned:
+                os.replace(path, tmp / archive.name)
+            else:  # a copy: a link would let later edits of the user's file through
+                shutil.copyfile(path, tmp / archive.name)
         base = tmp / download.subdir if download.subdir else tmp
         missing = [f for f in download.required if not (base / f).is_file()]
         if missing:
@@ -291,10 +304,11 @@ def verify(download: Download, archive: Archive, path: Path) -> tuple[int, str]:
     size, sha, source = expected(download, archive)
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
-        short = " (truncated?)" if actual_size < size else ""
+        which = "the published" if source == "published" else "the first installed"
+        short = ", truncated?" if actual_size < size else ""
         raise DataError(
-            f"{path}: {actual_size:,} bytes, but {archive.name} has {size:,}{short} "
-            f"({source or 'published'}); {_refetch(download, archive)}"
+            f"{path}: {actual_size:,} bytes, but {which} {archive.name} has {size:,}{short}; "
+            f"{_refetch(download, archive)}"
         )
     actual = sha256_of(path)
     if sha is not None and actual != sha:
@@ -407,15 +421,6 @@ def extract_zip(path: Path, dest: Path) -> None:
         raise DataError(f"{path}: cannot be extracted ({type(exc).__name__}: {exc})") from None
 
 
-def _place(src: Path, dest: Path) -> None:
-    """Put a non-archive file into the new tree: a hard link when possible
-    (instant, no extra space), else a copy. The source is never changed."""
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
-
-
 def _match(download: Download, path: Path) -> Archive:
     """Which of the dataset's archives ``path`` is (by file name; a dataset with
     a single archive takes any name)."""
@@ -437,9 +442,11 @@ def _names(download: Download, sep: str = " and ") -> str:
 # ----------------------------------------------------------------- HTTP
 
 
-def _download(download: Download, archive: Archive, progress: Progress) -> Path:
+def _download(
+    download: Download, archive: Archive, progress: Progress
+) -> tuple[Path, tuple[int, str]]:
     """Fetch ``archive`` into ``<root>/.downloads`` (resuming a ``.part``) and
-    verify it; returns the verified file."""
+    verify it; returns the verified file and its (size, SHA-256)."""
     folder = data_root() / ".downloads"
     folder.mkdir(parents=True, exist_ok=True)
     part = folder / f"{archive.name}.part"
@@ -453,14 +460,14 @@ def _download(download: Download, archive: Archive, progress: Progress) -> Path:
         if not (size is not None and resumed and part.stat().st_size == size):
             _transfer(download, archive, part, size, progress)
         try:
-            verify(download, archive, part)
+            check = verify(download, archive, part)
         except DataError:
             part.unlink(missing_ok=True)
             if resumed and attempt == 1:
                 continue  # the kept part was bad: start over once, from zero
             raise
         os.replace(part, done)
-        return done
+        return done, check
     raise AssertionError("unreachable")  # pragma: no cover
 
 
