@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -187,6 +188,269 @@ def _add_data_parser(sub) -> None:
     info.set_defaults(func=cmd_data_info)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from seqrec_core.research.sweep import load_sweep, run_sweep
+
+    registry = _registry(args)
+    sweep = load_sweep(args.file, args.override)
+    if args.report_dir:
+        sweep.report_dir = Path(args.report_dir)
+    console = Console(stderr=True, quiet=args.quiet)
+    outcome = run_sweep(
+        sweep,
+        registry,
+        console,
+        only=args.only,
+        dry_run=args.dry_run,
+        keep_going=args.keep_going,
+        run_cells=not args.report_only,
+        shard=_shard(args.shard) if args.shard else None,
+    )
+    if not args.dry_run and not args.shard:
+        Console().print(f"{sweep.report_dir}/README.md")
+    return 1 if outcome.failed else 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    i, sep, n = text.partition("/")
+    if not sep or not i.isdigit() or not n.isdigit():
+        raise SeqrecError(f"--shard {text}: expected I/N, e.g. --shard 0/8")
+    return int(i), int(n)
+
+
+def cmd_analyze_geometry(args: argparse.Namespace) -> int:
+    from seqrec_core.research.geometry import analyze_geometry
+
+    console = Console(stderr=True)
+    report = analyze_geometry(
+        args.checkpoints,
+        _registry(args),
+        Path(args.out),
+        k=args.k,
+        titles=args.titles or (),
+        n_neighbours=args.neighbours,
+        tsne=not args.no_tsne,
+        tsne_max=args.tsne_max,
+        cuts=args.cuts,
+        seed=args.seed,
+        log=console.print,
+    )
+    table = Table(title="item embedding geometry")
+    cols = ["checkpoint", "dims@90%", "TwoNN", "anisotropy", "isotropy (Z ratio)", "hub skewness"]
+    for col in cols:
+        table.add_column(col, justify="right")
+    for row in report.rows:
+        table.add_row(
+            *(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols)
+        )
+    Console().print(table)
+    console.print(f"wrote {len(report.files)} files to {args.out}/ (README.md: the full report)")
+    return 0
+
+
+def cmd_analyze_buckets(args: argparse.Namespace) -> int:
+    from seqrec_core import checkpoint as ckpt_io
+    from seqrec_core.data import load_dataset
+    from seqrec_core.recipe import load_recipe
+    from seqrec_core.research.buckets import BUCKETS, analyze_buckets, plot_buckets
+    from seqrec_core.research.reports import markdown_table, write_readme, write_table
+    from seqrec_core.run import resolve_device
+
+    registry = _registry(args)
+    console = Console(stderr=True)
+    ckpt = ckpt_io.load_checkpoint(args.checkpoint)
+    if args.recipe:
+        recipe = load_recipe(args.recipe, registry, args.override)
+    elif "recipe" in ckpt.meta:
+        recipe = load_recipe(None, registry, args.override, data=ckpt.meta["recipe"])
+    else:
+        raise SeqrecError(f"{args.checkpoint}: no recipe stored in it; give one with --recipe")
+    data = load_dataset(recipe, registry, log=console.print)
+    ckpt_io.check_dataset(ckpt, data)
+    device = resolve_device(args.device)
+    model = ckpt_io.build_model(ckpt, registry).to(device)
+    report = analyze_buckets(
+        model,
+        data,
+        [registry.get("metrics", m) for m in recipe.eval.metrics],
+        recipe.eval.ks,
+        args.split,
+        args.k,
+        args.cuts,
+        recipe.eval.filter_seen,
+        recipe.eval.batch_size,
+        device,
+    )
+    rows = report.rows()
+    table = Table(
+        title=f"{args.split} metrics by popularity bucket of the target (cuts {args.cuts})"
+    )
+    for col in rows[0]:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(table)
+    shares = ", ".join(f"{k} {v:.4f}" for k, v in report.lists.items())
+    Console().print(shares)
+    if args.out:
+        out = Path(args.out)
+        files = [*write_table(rows, out / "buckets")]
+        files += write_table([report.lists], out / "lists")
+        metric = args.metric or next(iter(report.metrics["overall"]), "")
+        files.append(plot_buckets(report, metric, out / "buckets.png"))
+        body = "\n\n".join(
+            [
+                f"`{args.checkpoint}` on the {args.split} split; items in buckets "
+                f"{dict(zip(BUCKETS, (report.sizes[b] for b in BUCKETS), strict=True))}.",
+                markdown_table(rows),
+                markdown_table([report.lists]),
+            ]
+        )
+        write_readme(out, "Metrics by popularity bucket", body, files)
+        console.print(f"wrote {out}/")
+    return 0
+
+
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    from seqrec_core.research.latency import (
+        LatencyConfig,
+        fits,
+        run_latency,
+        write_latency_report,
+    )
+
+    given = {
+        k: v
+        for k, v in {
+            "models": args.models,
+            "dim": args.dim,
+            "blocks": args.blocks,
+            "heads": args.heads,
+            "n_items": args.items,
+            "lengths": args.lengths,
+            "batches": args.batches,
+            "warmup": args.warmup,
+            "repeat": args.repeat,
+            "device": args.device,
+        }.items()
+        if v is not None
+    }
+    if args.max_length is not None:
+        given["lengths"] = list(range(args.step, args.max_length + 1, args.step))
+    if args.no_amp:
+        given["amp"] = False
+    cfg = LatencyConfig.tiny(**given) if args.tiny else LatencyConfig(**given)
+    console = Console(stderr=True)
+    rows = run_latency(_registry(args), cfg, log=console.print)
+    table = Table(title="latency ∝ L^α")
+    fit_rows = fits(rows)
+    for col in fit_rows[0] if fit_rows else []:
+        table.add_column(col, justify="right")
+    for row in fit_rows:
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(table)
+    if args.out:
+        write_latency_report(rows, cfg, Path(args.out))
+        console.print(f"wrote {args.out}/")
+    return 0
+
+
+def _add_research_parsers(sub) -> None:
+    """``sweep``, ``analyze`` and ``bench`` (docs/research.md)."""
+    sweep = sub.add_parser(
+        "sweep", help="run a grid of recipes × seeds (resumable) and write one results table"
+    )
+    sweep.add_argument("file", help="a sweep file, e.g. recipes/sweeps/rq2_ml1m.yaml")
+    sweep.add_argument("--dry-run", action="store_true", help="list the cells and their state")
+    sweep.add_argument(
+        "-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe value in every cell, e.g. -o dataset.path=../data/ml-1m.txt",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--only", action="append", default=[], metavar="TEXT",
+        help="run only cells whose name contains TEXT (repeatable)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--keep-going", action="store_true", help="go on with the next cell when one fails"
+    )
+    sweep.add_argument(
+        "--report-only", action="store_true", help="write the tables from finished cells only"
+    )
+    sweep.add_argument("--report-dir", help="where the tables go (default: the sweep's report_dir)")
+    sweep.add_argument("--quiet", action="store_true", help="no per-cell training output")
+    sweep.add_argument(
+        "--shard", metavar="I/N",
+        help="run every N-th cell from the I-th (parallel processes; no report: "
+        "follow with --report-only)",
+    )  # fmt: skip
+    sweep.set_defaults(func=cmd_sweep)
+
+    analyze = sub.add_parser("analyze", help="analyses of trained checkpoints")
+    asub = analyze.add_subparsers(dest="analyze_command", required=True)
+    geo = asub.add_parser(
+        "geometry", help="item embedding geometry of checkpoints: spectrum, TwoNN, hubness, CKA, …"
+    )
+    geo.add_argument("checkpoints", nargs="+", metavar="CKPT", help="best.safetensors files")
+    geo.add_argument("--out", default="reports/rq4_geometry", help="report folder")
+    geo.add_argument("-k", type=int, default=10, help="neighbours for hubness and stability")
+    geo.add_argument("--titles", nargs="*", help="items to list neighbours of (default: popular)")
+    geo.add_argument("--neighbours", type=int, default=5, help="neighbours listed per title")
+    geo.add_argument("--no-tsne", action="store_true", help="skip the t-SNE maps (slow)")
+    geo.add_argument("--tsne-max", type=int, default=5000, help="items sampled for t-SNE")
+    geo.add_argument(
+        "--cuts", type=float, nargs=2, default=[0.2, 0.5], metavar=("HEAD", "MID"),
+        help="popularity bucket cut points (fractions of items)",
+    )  # fmt: skip
+    geo.add_argument("--seed", type=int, default=0, help="t-SNE seed")
+    geo.set_defaults(func=cmd_analyze_geometry)
+
+    buckets = asub.add_parser(
+        "buckets", help="metrics by popularity bucket (head/mid/tail) of the target item"
+    )
+    buckets.add_argument("checkpoint", help="best.safetensors")
+    buckets.add_argument(
+        "--recipe", help="recipe for the data (default: the one in the checkpoint)"
+    )
+    buckets.add_argument(
+        "-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe value, e.g. -o dataset.path=data/ml-1m/ml-1m.txt",
+    )  # fmt: skip
+    buckets.add_argument("--split", choices=["valid", "test"], default="test")
+    buckets.add_argument(
+        "--cuts", type=float, nargs=2, default=[0.2, 0.5], metavar=("HEAD", "MID"),
+        help="head = top HEAD of items by training count, tail = after MID (default 0.2 0.5)",
+    )  # fmt: skip
+    buckets.add_argument("-k", type=int, default=10, help="top-k for coverage and shares")
+    buckets.add_argument("--metric", help="metric of the bar chart (default: the first)")
+    buckets.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    buckets.add_argument("--out", help="write tables, a plot and a README here")
+    buckets.set_defaults(func=cmd_analyze_buckets)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    lat = bsub.add_parser(
+        "latency", help="inference latency vs sequence length, power-law exponent α per model"
+    )
+    lat.add_argument("--models", nargs="*", help="model plugins (default: every trainable one)")
+    lat.add_argument("--dim", type=int)
+    lat.add_argument("--blocks", type=int, help="blocks (or layers) of every model")
+    lat.add_argument("--heads", type=int)
+    lat.add_argument("--items", type=int, help="catalogue size (default 3416, ML-1M)")
+    lat.add_argument("--lengths", type=int, nargs="+", help="sequence lengths")
+    lat.add_argument(
+        "--max-length", type=int, help="lengths STEP, 2·STEP, … up to this (default 64 … 1536)"
+    )
+    lat.add_argument("--step", type=int, default=64, help="length step with --max-length")
+    lat.add_argument("--batches", type=int, nargs="+", help="batch sizes (default 32 512)")
+    lat.add_argument("--warmup", type=int)
+    lat.add_argument("--repeat", type=int)
+    lat.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    lat.add_argument("--no-amp", action="store_true", help="fp32 on CUDA instead of bf16")
+    lat.add_argument("--tiny", action="store_true", help="tiny CPU settings (smoke test)")
+    lat.add_argument("--out", help="write tables, plot and README here, e.g. reports/latency")
+    lat.set_defaults(func=cmd_bench_latency)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqrec", description="Sequential recommendation: train, evaluate and compare models."
@@ -237,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list installed plugins and what they register")
     plugins.set_defaults(func=cmd_plugins)
     _add_data_parser(sub)
+    _add_research_parsers(sub)
     return parser
 
 

@@ -1,0 +1,201 @@
+"""``seqrec sweep``: grid expansion, deterministic names, resume (finished cells
+skipped, interrupted cells resumed), results tables and plots, on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from helpers import model_registry
+from rich.console import Console
+
+import seqrec_core.cli
+import seqrec_sasrec
+from seqrec_core.errors import SeqrecError
+from seqrec_core.research.reports import PNG_MAGIC
+from seqrec_core.research.sweep import (
+    aggregate,
+    cell_recipe,
+    expand,
+    load_sweep,
+    run_sweep,
+    select,
+    value_labels,
+)
+from seqrec_core.train import Trainer
+
+BASE = {
+    "dataset": {"name": "synthetic", "n_users": 150, "n_items": 40, "mean_length": 15},
+    "model": {"name": "sasrec", "max_len": 20, "dim": 8, "blocks": 1, "heads": 1},
+    "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "device": "cpu", "monitor": "NDCG@10"},
+    "eval": {"ks": [10], "metrics": ["hr", "ndcg", "coverage"]},
+    "callbacks": [],
+}
+
+
+def write_sweep(tmp_path, **spec) -> str:
+    data = {
+        "name": "t",
+        "base": BASE,
+        "runs_dir": str(tmp_path / "runs"),
+        "checkpoints_dir": str(tmp_path / "ckpt"),
+        "report_dir": str(tmp_path / "report"),
+        **spec,
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture
+def registry(monkeypatch, tmp_path):
+    return model_registry(monkeypatch, tmp_path, seqrec_sasrec)
+
+
+def test_expansion_names_and_override_order(tmp_path, registry):
+    path = write_sweep(
+        tmp_path,
+        overrides={"train.lr": 0.02},
+        grid={
+            "model.dim": [8, 16],
+            "model": [{"name": "sasrec", "heads": 1}, {"name": "pop"}],
+            "model.max_len": [10, 20, 30],
+        },
+        seeds=[42, 123],
+    )
+    sweep = load_sweep(path)
+    cells = expand(sweep)
+    assert len(cells) == 2 * 2 * 3 * 2
+    assert cells[0].name == "t-dim8-sasrec-max_len10-seed42"
+    assert cells[1].name == "t-dim8-sasrec-max_len10-seed123"  # seeds innermost
+    assert len({c.name for c in cells}) == len(cells)
+    assert [c.name for c in expand(load_sweep(path))] == [c.name for c in cells]
+    # The section is replaced first, then its keys are set, whatever the file order.
+    keys = [o.split("=", 1)[0] for o in cells[0].overrides]
+    assert keys.index("model") < keys.index("model.dim")
+    assert keys.index("model") < keys.index("train.lr")
+    recipe = cell_recipe(sweep, cells[0], registry)
+    assert recipe.name == cells[0].name
+    assert recipe.model.name == "sasrec"
+    assert recipe.model_options.dim == 8 and recipe.model_options.max_len == 10
+    assert recipe.train.seeds == [42] and recipe.train.lr == 0.02
+    assert recipe.output.runs_dir == str(tmp_path / "runs")
+    assert cells[0].labels == {"dim": "8", "model": "sasrec", "max_len": "10"}
+    # Shards partition the (filtered) cells.
+    shards = [select(cells, shard=(i, 5)) for i in range(5)]
+    assert sorted(c.name for s in shards for c in s) == sorted(c.name for c in cells)
+    assert [c.name for c in select(cells, ["pop-max_len30"])] == [
+        "t-dim8-pop-max_len30-seed42",
+        "t-dim8-pop-max_len30-seed123",
+        "t-dim16-pop-max_len30-seed42",
+        "t-dim16-pop-max_len30-seed123",
+    ]
+    with pytest.raises(SeqrecError, match="shard"):
+        select(cells, shard=(5, 5))
+
+
+def test_value_labels():
+    assert value_labels([32, 64]) == ["32", "64"]
+    assert value_labels([{"name": "a", "x": 1}, {"name": "a", "x": 2}, {"name": "b", "x": 1}]) == [
+        "a-1",
+        "a-2",
+        "b",
+    ]
+    assert value_labels([{"_label": "small", "name": "a"}]) == ["small"]
+
+
+def test_sweep_file_errors(tmp_path):
+    with pytest.raises(SeqrecError, match=r"sweep.yaml:\d+: grdi: .*allowed keys"):
+        load_sweep(write_sweep(tmp_path, grdi={}))
+    with pytest.raises(SeqrecError, match="same label"):
+        load_sweep(write_sweep(tmp_path, grid={"model": [{"name": "a"}, {"name": "a"}]}))
+    with pytest.raises(SeqrecError, match="seeds"):
+        load_sweep(write_sweep(tmp_path, grid={"train.seeds": [[1], [2]]}))
+    with pytest.raises(SeqrecError, match="not found"):
+        load_sweep(write_sweep(tmp_path, base="missing.yaml"))
+
+
+def test_run_resume_and_report(tmp_path, registry, monkeypatch):
+    calls: list[tuple[str, bool]] = []
+    fit = Trainer.fit
+
+    def counting_fit(self, resume=False):
+        calls.append((self.ctx.name, resume))
+        return fit(self, resume=resume)
+
+    monkeypatch.setattr(Trainer, "fit", counting_fit)
+    path = write_sweep(
+        tmp_path,
+        grid={"model.dim": [8, 16]},
+        seeds=[1, 2],
+        cost=True,
+        buckets={"cuts": [0.2, 0.5], "k": 10},
+        plots=[
+            {"kind": "line", "x": "dim", "y": "NDCG@10"},
+            {"kind": "heatmap", "x": "dim", "y": "model", "value": "NDCG@10[tail]"},
+            {"kind": "pareto", "x": "time_to_best_s", "y": "NDCG@10", "hue": "dim"},
+        ],
+    )
+    quiet = Console(quiet=True)
+    first = run_sweep(load_sweep(path), registry, quiet)
+    assert len(calls) == 4 and not any(r for _, r in calls)
+    assert len(first.ran) == 4 and not first.skipped
+
+    second = run_sweep(load_sweep(path), registry, quiet)
+    assert len(calls) == 4  # nothing trained again
+    assert len(second.skipped) == 4
+
+    # An interrupted cell (checkpoints written, no finished metrics.json) resumes.
+    victim = "t-dim16-seed2"
+    (tmp_path / "runs" / victim / "metrics.json").unlink()
+    third = run_sweep(load_sweep(path), registry, quiet)
+    assert calls[4:] == [(victim, True)]
+    assert third.ran == [victim] and len(third.skipped) == 3
+    assert json.loads((tmp_path / "runs" / victim / "metrics.json").read_text())["status"] in (
+        "completed",
+        "early_stopped",
+    )
+
+    report = tmp_path / "report"
+    rows = (report / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2  # one row per dim, mean over 2 seeds
+    header = rows[0].split(",")
+    for col in ("dim", "seeds", "NDCG@10", "NDCG@10_std", "NDCG@10[tail]", "tail share@10"):
+        assert col in header, col
+    for col in ("params", "epoch_train_s", "time_to_best_s", "tokens_per_s", "latency_b1_ms"):
+        assert col in header, col
+    assert len((report / "cells.csv").read_text().splitlines()) == 1 + 4
+    md = (report / "results.md").read_text()
+    assert "±" in md and "| dim |" in md
+    pngs = sorted(report.glob("*.png"))
+    assert len(pngs) == 3
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in pngs)
+    assert "How this was produced" in (report / "README.md").read_text()
+    cost = json.loads((tmp_path / "runs" / "t-dim8-seed1" / "cost.json").read_text())
+    assert cost["latency_b1_ms"] > 0 and cost["latency_b256_ms"] > 0
+
+
+def test_cli_dry_run_and_only(tmp_path, registry, monkeypatch, capsys):
+    monkeypatch.setattr(seqrec_core.cli, "load_plugins", lambda **_: registry)
+    path = write_sweep(tmp_path, grid={"model.dim": [8, 16]}, seeds=[1])
+    assert seqrec_core.cli.main(["sweep", path, "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "t-dim8-seed1" in err and "t-dim16-seed1" in err and "new" in err
+    assert not (tmp_path / "runs").exists()
+    assert seqrec_core.cli.main(["sweep", path, "--only", "dim16", "--quiet"]) == 0
+    assert (tmp_path / "runs" / "t-dim16-seed1" / "metrics.json").is_file()
+    assert not (tmp_path / "runs" / "t-dim8-seed1").exists()
+
+
+def test_aggregate_mean_and_population_std():
+    rows = [
+        {"dim": "8", "seed": 1, "NDCG@10": 0.2, "model": "m"},
+        {"dim": "8", "seed": 2, "NDCG@10": 0.4, "model": "m"},
+        {"dim": "16", "seed": 1, "NDCG@10": 0.5, "model": "m"},
+    ]
+    table = aggregate(rows, ["dim"])
+    assert table[0]["NDCG@10"] == pytest.approx(0.3)
+    assert table[0]["NDCG@10_std"] == pytest.approx(0.1)
+    assert table[0]["seeds"] == 2 and table[1]["seeds"] == 1
+    assert "seed" not in table[0]
