@@ -186,12 +186,13 @@ def child(mode: str, variant: str, path: str, cores: int) -> None:
     from types import SimpleNamespace
 
     import seqrec_movielens
+    import seqrec_splits
     from seqrec_core.data import load_dataset
     from seqrec_core.plugins import load_plugins
     from seqrec_core.recipe import DatasetSection, SplitSection
 
     base = peak_rss_mib()
-    registry = load_plugins(extra=[seqrec_movielens], use_entry_points=False)
+    registry = load_plugins(extra=[seqrec_movielens, seqrec_splits], use_entry_points=False)
     recipe = SimpleNamespace(
         dataset=DatasetSection(name="movielens", user_core=5, item_core=5),
         dataset_options=seqrec_movielens.MovieLens.Options(path=path, variant=variant),

@@ -65,6 +65,28 @@ class RegistrationSpec:
         """
 
     @hookspec
+    def register_splits(self, register: Register) -> None:
+        """Register splits: which part of each user's sequence is training,
+        validation target and test target (``docs/protocol.md``, section 5).
+
+        Call ``register(SplitClass)`` for each. A split class has ``name``,
+        ``Options`` (pydantic, ``extra="forbid"``; the keys under ``split:``
+        besides ``name``), is built as ``SplitClass()`` and implements
+        ``split(offsets, timestamps, options) -> SplitArrays``: ``offsets``
+        (``[n_users + 1]``) delimit each user's chronological sequence in the
+        flat item array, ``timestamps`` are the matching times (``None`` when
+        the dataset has none), ``options`` the validated ``Options``. The
+        :class:`seqrec_core.data.splits.SplitArrays` holds three ``[n_users]``
+        arrays of absolute positions — ``train_end`` (end, exclusive, of the
+        training part), ``valid_pos`` and ``test_pos`` (the targets, ``-1`` for
+        none); every input history is the prefix before its target — plus
+        ``info``, JSON-able details to show and keep (e.g. resolved cutoffs).
+        The core fills in ``spec`` (name + options) and caches the arrays with
+        the processed data. ``leave_one_out``, the protocol default, is always
+        available, even without a plugin registering it.
+        """
+
+    @hookspec
     def register_models(self, register: Register) -> None:
         """Register recommendation models.
 

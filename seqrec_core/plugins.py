@@ -26,7 +26,7 @@ from seqrec_core.errors import PluginError, SeqrecError
 
 ENTRY_POINT_GROUP = "seqrec"
 DISABLE_ENV = "SEQREC_DISABLE_PLUGINS"
-KINDS = ("datasets", "models", "metrics", "callbacks")
+KINDS = ("datasets", "splits", "models", "metrics", "callbacks")
 
 
 class NoOptions(BaseModel):
@@ -226,4 +226,14 @@ def load_plugins(
                 info = registry.plugins[plugin]
                 info.error = f"register_{kind} raised {type(exc).__name__}: {exc}".splitlines()[0]
                 print(f"seqrec: warning: plugin '{plugin}': {info.error}", file=sys.stderr)
+    _add_default_split(registry)
     return registry
+
+
+def _add_default_split(registry: Registry) -> None:
+    """The protocol's default split works without any split plugin (a registry
+    built for a test, ``-p no:splits``): core's leave-one-out stands in."""
+    from seqrec_core.data.splits import DEFAULT_SPLIT, LeaveOneOut  # numpy: only when loading
+
+    if DEFAULT_SPLIT not in registry.names("splits"):
+        registry.add("splits", LeaveOneOut, "seqrec_core")

@@ -2,8 +2,9 @@
 
 A recipe has the sections ``dataset``, ``split``, ``model``, ``loss``, ``train``,
 ``eval``, ``callbacks`` and ``output``. Core sections are pydantic models
-defined here; the options under ``dataset:``, ``model:`` and each callback are
-validated against the schema that the named plugin declares (its ``Options``).
+defined here; the options under ``dataset:``, ``split:``, ``model:`` and each
+callback are validated against the schema that the named plugin declares (its
+``Options``).
 
 Every error names the file, the line, the key path, what was expected and —
 for misspelt keys or names — the closest valid spelling.
@@ -17,20 +18,19 @@ previous component.
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from seqrec_core.data.splits import check_temporal
 from seqrec_core.errors import RecipeError, SeqrecError
 from seqrec_core.plugins import Registry, did_you_mean, options_schema
 
 Path_ = tuple[Any, ...]
+
+DEFAULT_SPLIT = "leave_one_out"  # = seqrec_core.data.splits.DEFAULT_SPLIT (not imported: numpy)
 
 
 class _Loader(yaml.SafeLoader):
@@ -64,43 +64,15 @@ class DatasetSection(_PluginSection):
     cache: bool = Field(True, description="cache processed data on disk")
 
 
-class SplitSection(_Section):
-    """How sequences are split into training, validation and test (docs/protocol.md)."""
+class SplitSection(_PluginSection):
+    """How sequences are split into training, validation and test
+    (docs/protocol.md, section 5); the other keys are the split plugin's options."""
 
-    name: Literal["leave_one_out", "temporal"] = Field(
-        "leave_one_out",
-        description="leave_one_out: the last item is the test target, the one before it the "
-        "validation target; temporal: global time cutoffs",
+    name: str = Field(
+        DEFAULT_SPLIT,
+        description="a split plugin: leave_one_out (the last item is the test target, the one "
+        "before it the validation target) or temporal (global time cutoffs), …",
     )
-    cutoff_by: Literal["quantile", "timestamp"] = Field(
-        "quantile",
-        description="temporal: cutoffs are quantiles of all interaction times (0.9: the last "
-        "10% of interactions are at/after it), or timestamps (epoch seconds or ISO dates)",
-    )
-    valid_cutoff: float | dt.date | str | None = Field(
-        None, description="temporal: start of the validation period (default quantile 0.8)"
-    )
-    test_cutoff: float | dt.date | str | None = Field(
-        None, description="temporal: start of the test period (default quantile 0.9)"
-    )
-
-    @model_validator(mode="after")
-    def _cutoffs(self) -> SplitSection:
-        # Defaults pass, so a resolved recipe (every key written out) reads back.
-        given = [k for k in ("valid_cutoff", "test_cutoff") if getattr(self, k) is not None]
-        given += ["cutoff_by"] if self.cutoff_by != "quantile" else []
-        if self.name == "leave_one_out":
-            if given:
-                keys = ", ".join(f"split.{k}" for k in given)
-                raise PydanticCustomError(
-                    "split", f"{keys}: only for split.name: temporal; remove or set the name"
-                )
-            return self
-        try:
-            check_temporal(self.cutoff_by, self.valid_cutoff, self.test_cutoff)
-        except ValueError as exc:
-            raise PydanticCustomError("split", str(exc)) from None
-        return self
 
 
 class ModelSection(_PluginSection):
@@ -192,6 +164,7 @@ class Recipe(_Section):
 
     # Filled by resolve(): the plugin-declared option models.
     dataset_options: Any = Field(None, exclude=True)
+    split_options: Any = Field(None, exclude=True)
     model_options: Any = Field(None, exclude=True)
     callback_options: list[Any] = Field(default_factory=list, exclude=True)
     source: str = Field("<recipe>", exclude=True)
@@ -200,6 +173,7 @@ class Recipe(_Section):
         """The fully resolved recipe (defaults filled in) as plain data."""
         data = self.model_dump(mode="json")
         data["dataset"] = {**_core_fields(self.dataset), **_dump(self.dataset_options)}
+        data["split"] = {"name": self.split.name, **_dump(self.split_options)}
         data["model"] = {"name": self.model.name, **_dump(self.model_options)}
         data["callbacks"] = [
             {"name": c.name, **_dump(o)}
@@ -367,7 +341,11 @@ def _validation_message(err: dict, section_desc: str | None, fields: list[str]) 
     if kind == "missing":
         return "required key is missing"
     got = err.get("input")
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")  # a ValueError from a validator
+    if not loc:
+        # A check across the section's keys (a model validator): the message
+        # names the keys; the whole section as "got" would only add noise.
+        return msg
     if kind == "literal_error":
         msg = msg.replace("Input should be", "expected one of")
         if isinstance(got, str):
@@ -438,6 +416,17 @@ def _plugin_options(
         )
         if err["type"] == "extra_forbidden":
             key = err["loc"][-1]
+            owners = [
+                n
+                for n in registry.names(kind)
+                if n != section.name and key in options_schema(registry.get(kind, n)).model_fields
+            ]
+            if owners:  # an option of another component, e.g. left over after a name change
+                raise RecipeError(
+                    f"{where((*prefix, key))}: {_dotted((*prefix, key))}: only for "
+                    f"{_dotted((*prefix, 'name'))}: {' or '.join(owners)} (unknown key '{key}' "
+                    f"for {kind[:-1]} '{section.name}'); remove it or change the name"
+                ) from None
             allowed = [*core, *schema.model_fields]
             raise RecipeError(
                 f"{where((*prefix, key))}: {_dotted((*prefix, key))}: unknown key '{key}' for "
@@ -463,6 +452,7 @@ def resolve(data: dict, registry: Registry, where: _Where | None = None) -> Reci
                 f"{where(())}: missing section '{section}:' (e.g. '{section}: {{name: ...}}'); "
                 f"available {section}s: {', '.join(registry.names(section + 's'))}"
             )
+    _drop_legacy_split_keys(data)
     if "callbacks" not in data:
         data["callbacks"] = [
             name
@@ -481,6 +471,7 @@ def resolve(data: dict, registry: Registry, where: _Where | None = None) -> Reci
     recipe.dataset_options = _plugin_options(
         registry, "datasets", recipe.dataset, where, ("dataset",)
     )
+    recipe.split_options = _plugin_options(registry, "splits", recipe.split, where, ("split",))
     recipe.model_options = _plugin_options(registry, "models", recipe.model, where, ("model",))
     recipe.callback_options = [
         _plugin_options(registry, "callbacks", cb, where, ("callbacks", i))
@@ -505,6 +496,23 @@ def resolve(data: dict, registry: Registry, where: _Where | None = None) -> Reci
             f"{', '.join(labels)}"
         )
     return recipe
+
+
+# Resolved recipes written before splits were plugins (runs/*/recipe.yaml,
+# checkpoint metadata) list the temporal split's options, at their defaults,
+# under leave_one_out too; they meant nothing there, so they are dropped.
+_LEGACY_SPLIT_DEFAULTS = {"cutoff_by": "quantile", "valid_cutoff": None, "test_cutoff": None}
+
+
+def _drop_legacy_split_keys(data: dict) -> None:
+    split = data.get("split")
+    if not isinstance(split, dict) or split.get("name", DEFAULT_SPLIT) != DEFAULT_SPLIT:
+        return
+    keys = set(split) - {"name"}
+    if keys and all(k in _LEGACY_SPLIT_DEFAULTS for k in keys):
+        if all(split[k] == _LEGACY_SPLIT_DEFAULTS[k] for k in keys):
+            for k in keys:
+                del split[k]
 
 
 def metric_labels(metrics: list[Any], ks: list[int]) -> list[str]:

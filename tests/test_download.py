@@ -134,11 +134,12 @@ def server():
 
 @pytest.fixture(autouse=True)
 def dirs(tmp_path, monkeypatch):
-    """Private data and cache roots; the CLI sees the dataset plugins plus POP
-    and the metrics (no model plugins to import)."""
+    """Private data and cache roots; the CLI sees the dataset and split plugins
+    plus POP and the metrics (no model plugins to import)."""
     import seqrec_core.cli
     import seqrec_metrics
     import seqrec_pop
+    import seqrec_splits
     import seqrec_synthetic
     from seqrec_core.plugins import load_plugins
 
@@ -147,7 +148,8 @@ def dirs(tmp_path, monkeypatch):
     monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("SEQREC_DEBUG", raising=False)
     monkeypatch.setenv("COLUMNS", "200")  # rich tables unwrapped
-    plugins = [seqrec_movielens, seqrec_steam, seqrec_synthetic, seqrec_pop, seqrec_metrics]
+    plugins = [seqrec_movielens, seqrec_steam, seqrec_synthetic, seqrec_splits]
+    plugins += [seqrec_pop, seqrec_metrics]
 
     def fake_load_plugins(disabled=(), **_):
         return load_plugins(disabled=disabled, extra=plugins, use_entry_points=False)

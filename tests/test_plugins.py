@@ -166,7 +166,7 @@ def _registering(plugin_name: str, kind: str, component_name: str):
     return type(plugin_name.title(), (), {"name": plugin_name, hook.__name__: hookimpl(hook)})()
 
 
-@pytest.mark.parametrize("kind", ["models", "datasets", "metrics", "callbacks"])
+@pytest.mark.parametrize("kind", ["models", "datasets", "splits", "metrics", "callbacks"])
 def test_two_plugins_registering_one_name_is_an_error_naming_both(kind, monkeypatch):
     monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
     plugins = [_registering("alpha", kind, "dup"), _registering("beta", kind, "dup")]

@@ -15,19 +15,14 @@ from rich.console import Console
 import seqrec_sasrec
 from seqrec_core.data import build_sequences
 from seqrec_core.data.pipeline import apply_split, cache_root, load_dataset
-from seqrec_core.data.splits import (
-    leave_one_out,
-    make_split,
-    quantile_cutoff,
-    split_spec,
-    to_epoch_seconds,
-)
+from seqrec_core.data.splits import leave_one_out, split_spec
 from seqrec_core.errors import DataError, RecipeError
 from seqrec_core.evaluate import rank_split
-from seqrec_core.recipe import SplitSection, load_recipe
+from seqrec_core.recipe import load_recipe
 from seqrec_core.run import run_recipe
 from seqrec_core.train import Trainer, window_bounds
 from seqrec_pop import Pop, PopOptions
+from seqrec_splits import Temporal, quantile_cutoff, to_epoch_seconds
 
 # (user, item, timestamp) in file order; cutoffs valid = 10, test = 20.
 ROWS = [
@@ -42,10 +37,21 @@ ROWS = [
 TEMPORAL = {"name": "temporal", "cutoff_by": "timestamp", "valid_cutoff": 10, "test_cutoff": 20}
 
 
+def temporal(**options) -> Temporal.Options:
+    return Temporal.Options(**options or {k: v for k, v in TEMPORAL.items() if k != "name"})
+
+
+@pytest.fixture
+def core_registry(core_registry):
+    """The core test registry plus the temporal split plugin."""
+    core_registry.add("splits", Temporal, "splits")
+    return core_registry
+
+
 @pytest.fixture
 def data():
     base = build_sequences("t", pd.DataFrame(ROWS, columns=["user", "item", "timestamp"]))
-    return apply_split(base, dict(TEMPORAL))
+    return apply_split(base, Temporal, temporal())
 
 
 def raw_items(data, start, end):
@@ -117,7 +123,7 @@ def test_quantile_cutoffs():
     assert quantile_cutoff(t, 0.9) == 10
     assert quantile_cutoff(np.array([5, 5, 5, 7]), 0.5) == 5  # ties go to the later period
     offsets = np.array([0, 10])
-    split = make_split(offsets, t, {"name": "temporal"})  # defaults 0.8 / 0.9
+    split = Temporal().split(offsets, t, Temporal.Options())  # defaults 0.8 / 0.9
     assert split.info["valid_cutoff"] == 9 and split.info["test_cutoff"] == 10
     assert split.train_end.tolist() == [8]
     assert split.valid_pos.tolist() == [8] and split.test_pos.tolist() == [9]
@@ -125,29 +131,28 @@ def test_quantile_cutoffs():
 
 def test_equal_quantile_cutoffs_are_an_error():
     with pytest.raises(DataError, match="both fall on timestamp 5"):
-        make_split(np.array([0, 4]), np.array([5, 5, 5, 5]), {"name": "temporal"})
+        Temporal().split(np.array([0, 4]), np.array([5, 5, 5, 5]), Temporal.Options())
 
 
 def test_iso_dates_are_utc_seconds():
     assert to_epoch_seconds("2001-01-01", "x") == 978307200
     assert to_epoch_seconds("2001-01-01T01:00:00+01:00", "x") == 978307200
-    spec = split_spec(
-        SplitSection(
-            name="temporal", cutoff_by="timestamp", valid_cutoff="1970-01-01T00:00:10",
-            test_cutoff="1970-01-01T00:00:20",
-        )
+    options = temporal(
+        cutoff_by="timestamp", valid_cutoff="1970-01-01T00:00:10",
+        test_cutoff="1970-01-01T00:00:20",
     )  # fmt: skip
     base = build_sequences("t", pd.DataFrame(ROWS, columns=["user", "item", "timestamp"]))
-    by_date = apply_split(base, spec)
+    by_date = apply_split(base, Temporal, options)
+    assert by_date.split.spec["valid_cutoff"] == "1970-01-01T00:00:10"
     np.testing.assert_array_equal(
-        by_date.split.test_pos, apply_split(base, TEMPORAL).split.test_pos
+        by_date.split.test_pos, apply_split(base, Temporal, temporal()).split.test_pos
     )
 
 
 def test_a_dataset_without_timestamps_cannot_be_split_in_time():
     base = build_sequences("t", pd.DataFrame([("u", 1), ("u", 2)], columns=["user", "item"]))
     with pytest.raises(DataError, match="has no timestamps"):
-        apply_split(base, dict(TEMPORAL))
+        apply_split(base, Temporal, temporal())
 
 
 # ------------------------------------------------------------------ leave-one-out unchanged
@@ -221,11 +226,12 @@ def test_yaml_dates_and_overrides(tmp_path, core_registry):
         "test_cutoff: 2002-01-01}\n"
     )
     recipe = load_recipe(path, core_registry)
-    assert split_spec(recipe.split)["valid_cutoff"] == "2001-01-01"
+    assert split_spec(recipe.split.name, recipe.split_options)["valid_cutoff"] == "2001-01-01"
     assert load_recipe(path, core_registry).to_dict()["split"]["test_cutoff"] == "2002-01-01"
     # switching the split name by override drops the other split's keys
     recipe = load_recipe(path, core_registry, ["split.name=leave_one_out"])
-    assert split_spec(recipe.split) == {"name": "leave_one_out"}
+    assert split_spec(recipe.split.name, recipe.split_options) == {"name": "leave_one_out"}
+    assert recipe.to_dict()["split"] == {"name": "leave_one_out"}
 
 
 # ------------------------------------------------------------------ cache, evaluation, training

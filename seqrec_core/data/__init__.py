@@ -2,9 +2,9 @@
 
 Every dataset plugin returns a :class:`RawData` (an interaction table in file
 order plus optional metadata); everything after that — rating threshold,
-iterative k-core, id remapping, chronological ordering, the split
-(leave-one-out or temporal), CSR sequences and the on-disk cache — happens
-here, identically for all datasets. ``download`` fetches and installs official
+iterative k-core, id remapping, chronological ordering, applying the split
+(a split plugin; leave-one-out by default), CSR sequences and the on-disk
+cache — happens here, identically for all datasets. ``download`` fetches and installs official
 archives; ``info`` summarises a dataset (``seqrec data info``).
 """
 
@@ -18,7 +18,7 @@ from seqrec_core.data.core import (
     kcore,
 )
 from seqrec_core.data.pipeline import apply_split, load_dataset
-from seqrec_core.data.splits import SplitArrays, make_split
+from seqrec_core.data.splits import SplitArrays
 
 __all__ = [
     "DatasetSource",
@@ -31,5 +31,4 @@ __all__ = [
     "filter_interactions",
     "kcore",
     "load_dataset",
-    "make_split",
 ]

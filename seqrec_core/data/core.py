@@ -1,5 +1,6 @@
 """Interaction tables → filtered, remapped, chronologically ordered CSR sequences
-with a split (leave-one-out or temporal, :mod:`seqrec_core.data.splits`). See
+with a split (leave-one-out unless a split plugin gives another,
+:mod:`seqrec_core.data.splits`). See
 ``docs/protocol.md`` for the exact rules."""
 
 from __future__ import annotations
@@ -353,7 +354,7 @@ def build_sequences(
 ) -> SequenceData:
     """Remap ids (users 0.., items 1.. by sorted raw id) and order each user's
     interactions by timestamp, ties broken by original row order. The split is
-    leave-one-out; :func:`seqrec_core.data.splits.make_split` gives others."""
+    leave-one-out; :func:`seqrec_core.data.pipeline.apply_split` applies others."""
     if len(df) == 0:
         raise DataError(
             f"dataset '{name}' is empty after filtering; lower dataset.min_rating / "

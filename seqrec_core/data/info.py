@@ -186,5 +186,10 @@ def data_recipe(target: str, overrides: list[str], registry: Any) -> Any:
         split = SplitSection.model_validate(data["split"])
     except ValidationError as exc:
         _raise_validation(exc, where, ("split",), SplitSection)
-    options = _plugin_options(registry, "datasets", dataset, where, ("dataset",))
-    return SimpleNamespace(name=target, dataset=dataset, dataset_options=options, split=split)
+    return SimpleNamespace(
+        name=target,
+        dataset=dataset,
+        dataset_options=_plugin_options(registry, "datasets", dataset, where, ("dataset",)),
+        split=split,
+        split_options=_plugin_options(registry, "splits", split, where, ("split",)),
+    )

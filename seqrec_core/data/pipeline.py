@@ -19,6 +19,7 @@ loads in well under a second.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import platformdirs
+from pydantic import BaseModel, ValidationError
 
 from seqrec_core import __version__
 from seqrec_core.data.core import (
@@ -40,8 +42,9 @@ from seqrec_core.data.core import (
     filter_interactions,
     validate_interactions,
 )
-from seqrec_core.data.splits import SplitArrays, make_split, split_key, split_spec
-from seqrec_core.plugins import Registry
+from seqrec_core.data.splits import DEFAULT_SPLIT, LeaveOneOut, SplitArrays, split_key, split_spec
+from seqrec_core.errors import DataError
+from seqrec_core.plugins import Registry, options_schema
 
 DATA_FORMAT = 2  # bump when the processing rules or the cache layout change
 MMAP_BYTES = 1 << 20  # arrays larger than this are memory-mapped on reload
@@ -107,10 +110,12 @@ def _load_array(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
-def load_sequences(directory: Path, split: dict | None = None) -> SequenceData:
-    """The cached sequences in ``directory`` with the split ``split`` (a
-    :func:`~seqrec_core.data.splits.split_spec`; default leave-one-out), read
-    from its ``split-<hash>.npz`` or computed and stored there."""
+def load_sequences(
+    directory: Path, split: Any = None, options: BaseModel | None = None
+) -> SequenceData:
+    """The cached sequences in ``directory`` with the split ``split`` (a split
+    component, default leave-one-out; see :func:`apply_split`), read from its
+    ``split-<hash>.npz`` or computed and stored there."""
     arrays = {
         key: _load_array(directory / f"{key}.npy")
         for key in ("offsets", "items", "user_raw", "item_raw", "timestamps")
@@ -129,15 +134,25 @@ def load_sequences(directory: Path, split: dict | None = None) -> SequenceData:
         user_meta=_read_meta(directory / "users.parquet", user_map),
         timestamps=arrays.get("timestamps"),
     )
-    return apply_split(data, split, directory)
+    return apply_split(data, split, options, directory)
 
 
 def apply_split(
-    data: SequenceData, split: dict | None, directory: Path | None = None
+    data: SequenceData,
+    split: Any = None,
+    options: BaseModel | None = None,
+    directory: Path | None = None,
 ) -> SequenceData:
-    """``data`` with the split ``split`` (None: leave-one-out). With a cache
-    ``directory`` the split's arrays are read from / written to it."""
-    spec = split if split is not None else split_spec(None)
+    """``data`` with the split ``split`` — a split component as registered
+    (``registry.get("splits", name)``; None: leave-one-out) — and its validated
+    ``options`` (None: the defaults). With a cache ``directory`` the split's
+    arrays are read from / written to it, keyed by name + options."""
+    split = LeaveOneOut if split is None else split
+    component = split() if isinstance(split, type) else split
+    name = getattr(component, "name", DEFAULT_SPLIT)
+    if options is None:
+        options = _split_options(split, name, {})
+    spec = split_spec(name, options)
     if data.split is not None and data.split.spec == spec:
         return data
     path = directory / f"split-{split_key(spec)}.npz" if directory is not None else None
@@ -147,13 +162,26 @@ def apply_split(
                 z["train_end"], z["valid_pos"], z["test_pos"], spec, json.loads(str(z["info"]))
             )
         return data.with_split(arrays)
-    arrays = make_split(data.offsets, data.timestamps, spec)
+    arrays = dataclasses.replace(
+        component.split(data.offsets, data.timestamps, options), spec=spec
+    )
     if path is not None:
         try:
             _write_split(directory, arrays)
         except OSError:  # a read-only cache must not stop a run
             pass
     return data.with_split(arrays)
+
+
+def _split_options(split: Any, name: str, values: dict) -> BaseModel:
+    """Validated options for a split used outside a resolved recipe."""
+    try:
+        return options_schema(split).model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(["split", *map(str, err["loc"])])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise DataError(f"{where}: {msg} (split '{name}')") from None
 
 
 def _write_split(directory: Path, split: SplitArrays) -> None:
@@ -195,13 +223,14 @@ def load_dataset(
     """Load, filter, remap and split the recipe's dataset (cached on disk).
 
     ``recipe`` needs ``dataset`` (the core section), ``dataset_options`` and
-    optionally ``split`` (default leave-one-out). ``timings``, if given, gets
-    the seconds of each step (``benchmarks/data_scale.py``)."""
+    optionally ``split`` / ``split_options`` (default leave-one-out; see
+    :func:`recipe_split`). ``timings``, if given, gets the seconds of each step
+    (``benchmarks/data_scale.py``)."""
     clock = _Clock(timings)
     section = recipe.dataset
     source = registry.get("datasets", section.name)()
     options = recipe.dataset_options
-    split = split_spec(getattr(recipe, "split", None))
+    split, split_options = recipe_split(recipe, registry)
     filters = {
         "min_rating": section.min_rating,
         "user_core": section.user_core,
@@ -217,7 +246,7 @@ def load_dataset(
         if (directory / "meta.json").is_file():
             if log:
                 log(f"using cached processed data {directory}")
-            data = load_sequences(directory, split)
+            data = load_sequences(directory, split, split_options)
             clock("cache_read")
             return data
     raw = source.load(options)
@@ -238,9 +267,22 @@ def load_dataset(
                 log(f"could not write data cache {directory}: {exc}")
             directory = None
         clock("cache_write")
-    data = apply_split(data, split, directory)
+    data = apply_split(data, split, split_options, directory)
     clock("split")
     return data
+
+
+def recipe_split(recipe: Any, registry: Registry) -> tuple[Any, BaseModel]:
+    """The recipe's split component (from the registry) and its options: the
+    recipe's validated ``split_options``, or — for a recipe that was not
+    resolved (a plain namespace) — the ``split`` section's keys validated here."""
+    section = getattr(recipe, "split", None)
+    name = getattr(section, "name", None) or DEFAULT_SPLIT
+    split = registry.get("splits", name)
+    options = getattr(recipe, "split_options", None)
+    if options is None:
+        options = _split_options(split, name, dict(getattr(section, "model_extra", None) or {}))
+    return split, options
 
 
 class _Clock:
