@@ -452,7 +452,6 @@ def resolve(data: dict, registry: Registry, where: _Where | None = None) -> Reci
                 f"{where(())}: missing section '{section}:' (e.g. '{section}: {{name: ...}}'); "
                 f"available {section}s: {', '.join(registry.names(section + 's'))}"
             )
-    _drop_legacy_split_keys(data)
     if "callbacks" not in data:
         data["callbacks"] = [
             name
@@ -496,23 +495,6 @@ def resolve(data: dict, registry: Registry, where: _Where | None = None) -> Reci
             f"{', '.join(labels)}"
         )
     return recipe
-
-
-# Resolved recipes written before splits were plugins (runs/*/recipe.yaml,
-# checkpoint metadata) list the temporal split's options, at their defaults,
-# under leave_one_out too; they meant nothing there, so they are dropped.
-_LEGACY_SPLIT_DEFAULTS = {"cutoff_by": "quantile", "valid_cutoff": None, "test_cutoff": None}
-
-
-def _drop_legacy_split_keys(data: dict) -> None:
-    split = data.get("split")
-    if not isinstance(split, dict) or split.get("name", DEFAULT_SPLIT) != DEFAULT_SPLIT:
-        return
-    keys = set(split) - {"name"}
-    if keys and all(k in _LEGACY_SPLIT_DEFAULTS for k in keys):
-        if all(split[k] == _LEGACY_SPLIT_DEFAULTS[k] for k in keys):
-            for k in keys:
-                del split[k]
 
 
 def metric_labels(metrics: list[Any], ks: list[int]) -> list[str]:

@@ -38,7 +38,10 @@ TEMPORAL = {"name": "temporal", "cutoff_by": "timestamp", "valid_cutoff": 10, "t
 
 
 def temporal(**options) -> Temporal.Options:
-    return Temporal.Options(**options or {k: v for k, v in TEMPORAL.items() if k != "name"})
+    """Temporal options; by default those of ``TEMPORAL``."""
+    if not options:
+        options = {k: v for k, v in TEMPORAL.items() if k != "name"}
+    return Temporal.Options(**options)
 
 
 @pytest.fixture

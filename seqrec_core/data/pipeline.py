@@ -162,9 +162,7 @@ def apply_split(
                 z["train_end"], z["valid_pos"], z["test_pos"], spec, json.loads(str(z["info"]))
             )
         return data.with_split(arrays)
-    arrays = dataclasses.replace(
-        component.split(data.offsets, data.timestamps, options), spec=spec
-    )
+    arrays = dataclasses.replace(component.split(data.offsets, data.timestamps, options), spec=spec)
     if path is not None:
         try:
             _write_split(directory, arrays)
