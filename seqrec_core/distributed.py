@@ -136,8 +136,13 @@ def session(device: torch.device | str = "cpu") -> Iterator[World]:
     )
     try:
         yield world
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Leave together: a rank that tears Gloo down while its peer is still
+    # talking can abort the peer ("terminate called without an active exception").
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 # ------------------------------------------------------------------ collectives
