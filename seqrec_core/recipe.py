@@ -44,6 +44,15 @@ _Loader.add_implicit_resolver(
 )
 
 
+def safe_yaml(text: str) -> Any:
+    """Parse YAML with :class:`_Loader` (a ``SafeLoader``: plain data only)."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -247,7 +256,7 @@ def parse_override(text: str) -> tuple[Path_, Any]:
     if not sep or not key.strip():
         raise RecipeError(f"override -o {text}: expected KEY.PATH=VALUE, e.g. -o train.lr=3e-4")
     try:
-        value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
+        value = safe_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RecipeError(f"override -o {text}: value is not valid YAML ({problem})") from None
@@ -290,7 +299,7 @@ def read_recipe_file(path: str | Path) -> tuple[dict, dict[Path_, int]]:
     text = path.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
+        data = safe_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
