@@ -139,7 +139,8 @@ class CallbackSpec:
         """A training batch (one optimizer step) finished. ``event``: epoch,
         batch, batches, loss, lr, tokens (predicted positions in the step; under
         torchrun or with ``train.grad_accum`` summed over all ranks and
-        micro-batches, and ``loss`` is their mean)."""
+        micro-batches, and ``loss`` is their mean), tokens_per_s (running rate
+        of the epoch so far)."""
 
     @hookspec
     def on_validation_end(self, run: Any, event: dict) -> None:

@@ -525,6 +525,8 @@ class Trainer:
         main = self.world.is_main
         if main:
             self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:  # a fresh run starts a fresh log; --resume appends
+                (self.ctx.run_dir / EVENTS_FILE).unlink(missing_ok=True)
         bus = EventBus(
             self.ctx.run_dir / EVENTS_FILE if main else None, self.callbacks, run=self.ctx
         )
@@ -695,6 +697,7 @@ class Trainer:
                     loss=loss_value,
                     lr=optimizer.param_groups[0]["lr"],
                     tokens=n_tok,
+                    tokens_per_s=tokens_sum / max(time.perf_counter() - t0, 1e-9),
                 )
             train_time = time.perf_counter() - t0
             metrics: dict[str, float] = {}

@@ -532,3 +532,17 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_the_last_checkpoint(tmp_path)
     events = list(read_events(tmp_path / "runs/quickstart/events.jsonl"))
     assert events[-1]["event"] == "fit_end" and events[-1]["status"] == "interrupted"
     assert ckpt_io.load_checkpoint(last).meta["trainer"]["epoch"] >= 1
+
+
+def test_a_fresh_run_starts_a_fresh_event_log_and_resume_appends(registry, tmp_path):
+    from seqrec_core.events import read_events
+
+    recipe = make_recipe(registry, tmp_path, train__epochs=1)
+    run_recipe(recipe, registry, samples=0)
+    run_recipe(recipe, registry, samples=0, overwrite=True)
+    log = tmp_path / "runs/t/events.jsonl"
+    events = list(read_events(log))
+    assert [e["event"] for e in events].count("fit_start") == 1
+    assert all(e["tokens_per_s"] > 0 for e in events if e["event"] == "batch_end")
+    run_recipe(make_recipe(registry, tmp_path, train__epochs=2), registry, samples=0, resume=True)
+    assert [e["event"] for e in read_events(log)].count("fit_start") == 2
