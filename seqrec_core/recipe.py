@@ -513,3 +513,39 @@ def metric_labels(metrics: list[Any], ks: list[int]) -> list[str]:
         label = getattr(m, "label", m.name)
         out += [f"{label}@{k}" for k in ks] if m.at_k else [label]
     return out
+
+
+def load_data_sections(
+    dataset: dict, registry: Registry, overrides: list[str] | tuple[str, ...] = (), source: str = ""
+) -> Any:
+    """Only the ``dataset`` and ``split`` sections (what ``load_dataset`` needs),
+    validated like a full recipe; ``overrides`` may set ``dataset.*`` and ``split.*``.
+    Used by ``seqrec data info`` for a dataset given by name."""
+    from types import SimpleNamespace
+
+    data: dict[str, Any] = {"dataset": copy.deepcopy(dataset), "split": {}}
+    where = _Where(f"<{source or dataset.get('name')}>", {})
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] not in ("dataset", "split") or len(path) < 2:
+            raise RecipeError(
+                f"override -o {text}: seqrec data info takes only dataset.* and split.* "
+                "overrides (give a recipe file for the rest)"
+            )
+        _apply_override(data, path, value, text)
+        where.overrides[path] = text
+    try:
+        section = DatasetSection.model_validate(data["dataset"])
+    except ValidationError as exc:
+        _raise_validation(exc, where, ("dataset",), DatasetSection)
+    try:
+        split = SplitSection.model_validate(data["split"])
+    except ValidationError as exc:
+        _raise_validation(exc, where, ("split",), SplitSection)
+    return SimpleNamespace(
+        name=source or section.name,
+        dataset=section,
+        dataset_options=_plugin_options(registry, "datasets", section, where, ("dataset",)),
+        split=split,
+        split_options=_plugin_options(registry, "splits", split, where, ("split",)),
+    )

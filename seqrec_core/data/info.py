@@ -13,15 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from seqrec_core.data.core import SequenceData
 from seqrec_core.data.download import known_downloads
-from seqrec_core.errors import RecipeError, SeqrecError
+from seqrec_core.errors import SeqrecError
 
 PERCENTILES = (5, 25, 50, 75, 95, 99)
 HEAD_SHARES = (0.01, 0.1, 0.2)
@@ -141,16 +139,7 @@ def data_recipe(target: str, overrides: list[str], registry: Any) -> Any:
     downloadable name (``ml-1m``, ``steam``: their plugin with ``path: auto``)
     or a dataset plugin name (``synthetic``). ``overrides`` are ``-o`` values for
     ``dataset.*`` and ``split.*``."""
-    from seqrec_core.recipe import (
-        DatasetSection,
-        SplitSection,
-        _apply_override,
-        _plugin_options,
-        _raise_validation,
-        _Where,
-        load_recipe,
-        parse_override,
-    )
+    from seqrec_core.recipe import load_data_sections, load_recipe
 
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
         return load_recipe(target, registry, overrides)
@@ -167,29 +156,4 @@ def data_recipe(target: str, overrides: list[str], registry: Any) -> Any:
             f"'{target}' is not a recipe file, a downloadable dataset or a dataset plugin"
             f"{did_you_mean(target, known)}; known: {', '.join(known)}"
         )
-    data: dict[str, Any] = {"dataset": section, "split": {}}
-    where = _Where(f"<{target}>", {})
-    for text in overrides:
-        path, value = parse_override(text)
-        if path[0] not in ("dataset", "split") or len(path) < 2:
-            raise RecipeError(
-                f"override -o {text}: seqrec data info takes only dataset.* and split.* "
-                "overrides (give a recipe file for the rest)"
-            )
-        _apply_override(data, path, value, text)
-        where.overrides[path] = text
-    try:
-        dataset = DatasetSection.model_validate(data["dataset"])
-    except ValidationError as exc:
-        _raise_validation(exc, where, ("dataset",), DatasetSection)
-    try:
-        split = SplitSection.model_validate(data["split"])
-    except ValidationError as exc:
-        _raise_validation(exc, where, ("split",), SplitSection)
-    return SimpleNamespace(
-        name=target,
-        dataset=dataset,
-        dataset_options=_plugin_options(registry, "datasets", dataset, where, ("dataset",)),
-        split=split,
-        split_options=_plugin_options(registry, "splits", split, where, ("split",)),
-    )
+    return load_data_sections(section, registry, overrides, source=target)
