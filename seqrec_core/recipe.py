@@ -70,6 +70,10 @@ class DatasetSection(_PluginSection):
     )
     user_core: int = Field(0, ge=0, description="iterative k-core: min interactions per user")
     item_core: int = Field(0, ge=0, description="iterative k-core: min interactions per item")
+    user_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="keep a seeded random share of the users (data-size sweeps)"
+    )
+    user_sample_seed: int = Field(0, description="seed of the user subsample (nested across fractions)")
     cache: bool = Field(True, description="cache processed data on disk")
 
 

@@ -321,3 +321,34 @@ def test_cache_round_trip_keeps_metadata_frames(tmp_path, with_meta):
     pd.testing.assert_frame_equal(back.item_meta, data.item_meta)
     pd.testing.assert_frame_equal(back.user_meta, data.user_meta)
     assert back.titles([1, 2]) == data.titles([1, 2])
+
+
+def test_user_subsample_is_seeded_nested_and_keeps_whole_users():
+    import pandas as pd
+
+    from seqrec_core.data.core import filter_interactions, subsample_users
+
+    df = pd.DataFrame({"user": [u for u in range(40) for _ in range(3)], "item": list(range(120))})
+    quarter = subsample_users(df, 0.25, seed=7)
+    half = subsample_users(df, 0.5, seed=7)
+    assert quarter["user"].nunique() == 10 and half["user"].nunique() == 20
+    assert set(quarter["user"]) <= set(half["user"])  # nested
+    assert quarter.groupby("user").size().eq(3).all()  # whole histories
+    assert quarter.equals(subsample_users(df, 0.25, seed=7))  # deterministic
+    assert set(subsample_users(df, 0.25, seed=8)["user"]) != set(quarter["user"])
+    assert list(quarter.index) == sorted(quarter.index)  # file order kept
+    assert filter_interactions(df, user_fraction=1.0).equals(df)
+
+
+def test_user_fraction_is_a_recipe_key_and_changes_the_cache(core_registry, tmp_path):
+    from seqrec_core.data import load_dataset
+    from seqrec_core.errors import RecipeError
+    from seqrec_core.recipe import load_recipe
+
+    base = {"dataset": {"name": "inline"}, "model": {"name": "pop"}, "callbacks": []}
+    full = load_dataset(load_recipe(None, core_registry, data=base), core_registry)
+    part = load_recipe(None, core_registry, data=base, overrides=["dataset.user_fraction=0.5"])
+    half = load_dataset(part, core_registry)
+    assert half.n_users < full.n_users
+    with pytest.raises(RecipeError, match="dataset.user_fraction"):
+        load_recipe(None, core_registry, data=base, overrides=["dataset.user_fraction=0"])

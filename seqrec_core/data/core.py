@@ -132,16 +132,36 @@ def validate_interactions(df: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def filter_interactions(
-    df: pd.DataFrame, min_rating: float | None = None, user_core: int = 0, item_core: int = 0
+    df: pd.DataFrame,
+    min_rating: float | None = None,
+    user_core: int = 0,
+    item_core: int = 0,
+    user_fraction: float = 1.0,
+    user_sample_seed: int = 0,
 ) -> pd.DataFrame:
-    """Rating threshold, then iterative k-core, keeping the original row order."""
+    """Rating threshold, user subsample, then iterative k-core, keeping the
+    original row order."""
     if min_rating is not None:
         if "rating" not in df.columns:
             raise DataError("dataset.min_rating is set but this dataset has no ratings; remove it")
         keep = (df["rating"] >= min_rating).to_numpy()
         if not keep.all():
             df = df.take(np.flatnonzero(keep))
+    if user_fraction < 1.0:
+        df = subsample_users(df, user_fraction, user_sample_seed)
     return kcore(df, user_core, item_core)
+
+
+def subsample_users(df: pd.DataFrame, fraction: float, seed: int = 0) -> pd.DataFrame:
+    """Keep all interactions of a seeded random ``fraction`` of the users (at
+    least one). Nested: with the same seed, a smaller fraction keeps a subset of
+    the users a larger one keeps, so data-size sweeps compare like with like."""
+    codes, uniques = factorize(df["user"], sort=True)
+    order = np.random.default_rng(seed).permutation(len(uniques))
+    n_keep = max(1, int(round(fraction * len(uniques))))
+    chosen = np.zeros(len(uniques), dtype=bool)
+    chosen[order[:n_keep]] = True
+    return df.take(np.flatnonzero(chosen[codes]))
 
 
 def kcore(df: pd.DataFrame, user_core: int, item_core: int) -> pd.DataFrame:

@@ -234,6 +234,11 @@ def load_dataset(
         "user_core": section.user_core,
         "item_core": section.item_core,
     }
+    fraction = getattr(section, "user_fraction", 1.0)
+    if fraction < 1.0:  # only then part of the cache key: existing caches stay valid
+        filters.update(
+            user_fraction=fraction, user_sample_seed=getattr(section, "user_sample_seed", 0)
+        )
     use_cache = section.cache if use_cache is None else use_cache
     directory = None
     if use_cache:
