@@ -3,8 +3,8 @@
 * :class:`TransformerBlock` — pre-LayerNorm self-attention + feed-forward block
   on ``torch.nn.functional.scaled_dot_product_attention`` with a boolean mask;
   causal (SASRec) and bidirectional (BERT4Rec) models differ only in the mask.
-* :func:`init_weights` — Xavier linears, N(0, 1/dim) embeddings with the
-  padding row zeroed; use with ``module.apply(init_weights)``.
+* :func:`init_weights` — Xavier linears, N(0, 1/dim) or Xavier-normal
+  embeddings with the padding row zeroed.
 """
 
 from __future__ import annotations
@@ -49,13 +49,19 @@ class TransformerBlock(nn.Module):
         return x + self.drop(self.ff(self.ln2(x)))
 
 
-def init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module, embeddings: str = "normal") -> None:
+    """Xavier-uniform linears; embeddings N(0, 1/dim) (``"normal"``) or
+    Xavier-normal (``"xavier"``, as the reference SASRec code does), padding row
+    zeroed. Use as ``model.apply(partial(init_weights, embeddings=...))``."""
     if isinstance(module, nn.Linear):
         nn.init.xavier_uniform_(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, std=module.embedding_dim**-0.5)
+        if embeddings == "xavier":
+            nn.init.xavier_normal_(module.weight)
+        else:
+            nn.init.normal_(module.weight, std=module.embedding_dim**-0.5)
         if module.padding_idx is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()

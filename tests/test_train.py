@@ -546,3 +546,14 @@ def test_a_fresh_run_starts_a_fresh_event_log_and_resume_appends(registry, tmp_p
     assert all(e["tokens_per_s"] > 0 for e in events if e["event"] == "batch_end")
     run_recipe(make_recipe(registry, tmp_path, train__epochs=2), registry, samples=0, resume=True)
     assert [e["event"] for e in read_events(log)].count("fit_start") == 2
+
+
+def test_embedding_init_option_changes_only_the_embedding_scale():
+    normal = seqrec_sasrec.SASRec(seqrec_sasrec.SASRecOptions(dim=64), 1000)
+    xavier = seqrec_sasrec.SASRec(seqrec_sasrec.SASRecOptions(dim=64, emb_init="xavier"), 1000)
+    assert normal.item_emb.weight[1:].std().item() == pytest.approx(64**-0.5, rel=0.05)
+    expected = (2 / (1001 + 64)) ** 0.5  # Xavier-normal std of a 1001 x 64 table
+    assert xavier.item_emb.weight[1:].std().item() == pytest.approx(expected, rel=0.05)
+    assert xavier.item_emb.weight[0].abs().max() == 0  # padding row stays zero
+    with pytest.raises(ValueError):
+        seqrec_sasrec.SASRecOptions(emb_init="uniform")

@@ -25,6 +25,9 @@ fallback (:meth:`~seqrec_core.model.Recommender.step` calls :meth:`predict`).
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Literal
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -44,6 +47,10 @@ class BERT4RecOptions(BaseModel):
     heads: int = Field(2, ge=1, description="attention heads (must divide dim)")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     ffn_factor: int = Field(4, ge=1, description="feed-forward width = ffn_factor * dim")
+    emb_init: Literal["normal", "xavier"] = Field(
+        "normal",
+        description="embedding init: N(0, 1/dim) or Xavier-normal (reference SASRec code)",
+    )
     mask_prob: float = Field(
         0.2, gt=0.0, le=1.0, description="chance that a training item is replaced by [MASK]"
     )
@@ -70,7 +77,7 @@ class BERT4Rec(SequentialModel):
             for _ in range(options.blocks)
         )
         self.ln = nn.LayerNorm(d)
-        self.apply(init_weights)
+        self.apply(partial(init_weights, embeddings=options.emb_init))
 
     def item_embeddings(self) -> torch.Tensor:
         return self.item_emb.weight[: self.n_items + 1]  # without the [MASK] row

@@ -9,6 +9,8 @@ real position (key-padding mask) and no position sees the future (causal mask).
 from __future__ import annotations
 
 import math
+from functools import partial
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +29,10 @@ class SASRecOptions(BaseModel):
     heads: int = Field(1, ge=1, description="attention heads (must divide dim)")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     ffn_factor: int = Field(1, ge=1, description="feed-forward width = ffn_factor * dim")
+    emb_init: Literal["normal", "xavier"] = Field(
+        "normal",
+        description="embedding init: N(0, 1/dim) or Xavier-normal (reference SASRec code)",
+    )
 
     def model_post_init(self, _ctx) -> None:
         if self.dim % self.heads:
@@ -49,7 +55,7 @@ class SASRec(SequentialModel):
             for _ in range(options.blocks)
         )
         self.ln = nn.LayerNorm(d)
-        self.apply(init_weights)
+        self.apply(partial(init_weights, embeddings=options.emb_init))
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         max_len = self.options.max_len
