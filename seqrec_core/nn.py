@@ -3,15 +3,48 @@
 * :class:`TransformerBlock` — pre-LayerNorm self-attention + feed-forward block
   on ``torch.nn.functional.scaled_dot_product_attention`` with a boolean mask;
   causal (SASRec) and bidirectional (BERT4Rec) models differ only in the mask.
+* :class:`TransformerOptions`, :func:`transformer_blocks` — the options and
+  block stack Transformer plugins share.
 * :func:`init_weights` — Xavier linears, N(0, 1/dim) or Xavier-normal
   embeddings with the padding row zeroed.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+
+class TransformerOptions(BaseModel):
+    """Options shared by Transformer model plugins (each adds ``max_len`` and its
+    own defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dim: int = Field(64, ge=1, description="embedding / hidden size")
+    blocks: int = Field(2, ge=1, description="Transformer blocks")
+    heads: int = Field(1, ge=1, description="attention heads (must divide dim)")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    ffn_factor: int = Field(1, ge=1, description="feed-forward width = ffn_factor * dim")
+    emb_init: Literal["normal", "xavier"] = Field(
+        "normal",
+        description="embedding init: N(0, 1/dim) or Xavier-normal (reference SASRec code)",
+    )
+
+    def model_post_init(self, _ctx) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+
+
+def transformer_blocks(options: TransformerOptions) -> nn.ModuleList:
+    d = options.dim
+    return nn.ModuleList(
+        TransformerBlock(d, options.heads, options.dropout, options.ffn_factor * d)
+        for _ in range(options.blocks)
+    )
 
 
 class TransformerBlock(nn.Module):

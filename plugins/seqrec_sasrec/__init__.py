@@ -10,33 +10,18 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from seqrec_core import hookimpl
 from seqrec_core.model import SequentialModel
-from seqrec_core.nn import TransformerBlock, init_weights
+from seqrec_core.nn import TransformerOptions, init_weights, transformer_blocks
 
 
-class SASRecOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SASRecOptions(TransformerOptions):
     max_len: int = Field(200, ge=1, description="most recent items the model reads")
-    dim: int = Field(64, ge=1, description="embedding / hidden size")
-    blocks: int = Field(2, ge=1, description="Transformer blocks")
-    heads: int = Field(1, ge=1, description="attention heads (must divide dim)")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    ffn_factor: int = Field(1, ge=1, description="feed-forward width = ffn_factor * dim")
-    emb_init: Literal["normal", "xavier"] = Field(
-        "normal",
-        description="embedding init: N(0, 1/dim) or Xavier-normal (reference SASRec code)",
-    )
-
-    def model_post_init(self, _ctx) -> None:
-        if self.dim % self.heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
 
 
 class SASRec(SequentialModel):
@@ -50,10 +35,7 @@ class SASRec(SequentialModel):
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.pos_emb = nn.Embedding(options.max_len, d)
         self.drop = nn.Dropout(options.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(d, options.heads, options.dropout, options.ffn_factor * d)
-            for _ in range(options.blocks)
-        )
+        self.blocks = transformer_blocks(options)
         self.ln = nn.LayerNorm(d)
         self.apply(partial(init_weights, embeddings=options.emb_init))
 
