@@ -60,3 +60,22 @@ class LossRecorder:
     @hookimpl
     def on_epoch_end(self, run, event):
         self.values.append(event["train_loss"])
+
+
+def trained_and_reloaded(recipe, registry, width: int):
+    """Train ``recipe`` (seed 0, CPU), reload ``best.safetensors`` for inference and
+    return ``(trainer, data, loaded_model, test_histories)`` — the histories are
+    the first 20 test users, ``width`` items wide."""
+    import torch
+
+    from seqrec_core.data import load_dataset
+    from seqrec_core.recommend import load_for_inference
+    from seqrec_core.train import Trainer
+
+    data = load_dataset(recipe, registry)
+    trainer = Trainer(recipe, registry, data, 0, "t", torch.device("cpu"))
+    trainer.fit()
+    loaded, *_ = load_for_inference(trainer.best_path, registry)
+    seqs = torch.from_numpy(data.padded("test", data.eval_users("test")[:20], width))
+    trainer.model.eval()
+    return trainer, data, loaded, seqs

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import LossRecorder, model_registry, synthetic_recipe
+from helpers import LossRecorder, model_registry, synthetic_recipe, trained_and_reloaded
 
 import seqrec_console
 import seqrec_files
@@ -20,7 +20,6 @@ from seqrec_core.data import load_dataset
 from seqrec_core.errors import RecipeError
 from seqrec_core.plugins import load_plugins
 from seqrec_core.recipe import load_recipe
-from seqrec_core.recommend import load_for_inference
 from seqrec_core.train import Trainer
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -152,13 +151,8 @@ def test_learns_and_beats_pop(registry, tmp_path, cell):
 def test_checkpoint_round_trip_gives_same_scores(registry, tmp_path):
     model = {"name": "lstm", "cell": "gru", "max_len": 16, "dim": 16, "layers": 2}
     recipe = make_recipe(registry, tmp_path, model, epochs=1)
-    data = load_dataset(recipe, registry)
-    trainer = Trainer(recipe, registry, data, 0, "t", torch.device("cpu"))
-    trainer.fit()
-    loaded, *_ = load_for_inference(trainer.best_path, registry)
+    trainer, data, loaded, seqs = trained_and_reloaded(recipe, registry, 16)
     assert isinstance(loaded, seqrec_lstm.LSTMRec) and loaded.options == recipe.model_options
-    seqs = torch.from_numpy(data.padded("test", data.eval_users("test")[:20], 16))
-    trainer.model.eval()
     with torch.no_grad():
         assert torch.equal(loaded.predict(seqs), trainer.model.predict(seqs))
 
