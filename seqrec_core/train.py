@@ -390,6 +390,7 @@ class Trainer:
         run_name: str,
         device: torch.device,
         callbacks: list[Any] | None = None,
+        evaluate_test: bool = True,
     ):
         self.world = distributed.current()
         device = distributed.local_device(device)
@@ -419,6 +420,8 @@ class Trainer:
         )
         # Callbacks (console, TensorBoard, …) run on rank 0 only.
         self.callbacks = (callbacks or []) if self.world.is_main else []
+        # False for model selection (seqrec tune): the fit never touches the test split.
+        self.evaluate_test = evaluate_test
         self.stopper = EarlyStopping(self.cfg.monitor, self.cfg.patience)
         self.history: list[dict[str, Any]] = []
 
@@ -773,7 +776,7 @@ class Trainer:
             model.load_state_dict(best.model_state)
         distributed.broadcast_module(model)
         valid = self.evaluate("valid")
-        test = self.evaluate("test")
+        test = self.evaluate("test") if self.evaluate_test else {}
         total = time.perf_counter() - t_start
         result = FitResult(
             self.ctx.name,
