@@ -29,6 +29,11 @@ class TransformerOptions(BaseModel):
     heads: int = Field(1, ge=1, description="attention heads (must divide dim)")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     ffn_factor: int = Field(1, ge=1, description="feed-forward width = ffn_factor * dim")
+    norm: Literal["pre", "post", "sasrec"] = Field(
+        "pre",
+        description="block layout: pre-LN (x + f(LN(x))), post-LN (LN(x + f(x)), BERT) or the "
+        "original SASRec code's (residual from the normalised input, keys from the raw one)",
+    )
     emb_init: Literal["normal", "xavier"] = Field(
         "normal",
         description="embedding init: N(0, 1/dim) or Xavier-normal (reference SASRec code)",
@@ -42,19 +47,23 @@ class TransformerOptions(BaseModel):
 def transformer_blocks(options: TransformerOptions) -> nn.ModuleList:
     d = options.dim
     return nn.ModuleList(
-        TransformerBlock(d, options.heads, options.dropout, options.ffn_factor * d)
+        TransformerBlock(d, options.heads, options.dropout, options.ffn_factor * d, options.norm)
         for _ in range(options.blocks)
     )
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN Transformer block. Attention is masked by ``mask`` (boolean
-    ``[B, 1, L, L]``, True = attend) or, with ``is_causal`` and no mask, causally —
-    which lets PyTorch pick its flash-attention kernel."""
+    """Transformer block, pre-LN by default (``norm``: see
+    :class:`TransformerOptions`). Attention is masked by ``mask`` (boolean
+    ``[B, 1, L, L]``, True = attend) or, with ``is_causal`` and no mask,
+    causally — which lets PyTorch pick its flash-attention kernel."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, ffn: int):
+    def __init__(self, dim: int, heads: int, dropout: float, ffn: int, norm: str = "pre"):
         super().__init__()
+        if norm not in ("pre", "post", "sasrec"):
+            raise ValueError(f"norm must be 'pre', 'post' or 'sasrec', not {norm!r}")
         self.heads = heads
+        self.norm = norm
         self.ln1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -69,7 +78,16 @@ class TransformerBlock(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
+        if self.norm == "sasrec":
+            # Kang & McAuley's code: queries (and the residual) from LN(x), keys and values from x.
+            xq = self.ln1(x)
+            q = F.linear(xq, self.qkv.weight[:d], self.qkv.bias[:d])
+            kv = F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:])
+            qkv = torch.cat([q, kv], dim=-1)
+        else:
+            xq = self.ln1(x) if self.norm == "pre" else x
+            qkv = self.qkv(xq)
+        q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).unbind(2)
         att = F.scaled_dot_product_attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
@@ -78,8 +96,15 @@ class TransformerBlock(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal and mask is None,
         )
-        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, n, d)))
-        return x + self.drop(self.ff(self.ln2(x)))
+        att = self.drop(self.proj(att.transpose(1, 2).reshape(b, n, d)))
+        if self.norm == "pre":
+            x = x + att
+            return x + self.drop(self.ff(self.ln2(x)))
+        if self.norm == "post":
+            x = self.ln1(x + att)
+            return self.ln2(x + self.drop(self.ff(x)))
+        x = self.ln2(xq + att)
+        return x + self.drop(self.ff(x))
 
 
 def init_weights(module: nn.Module, embeddings: str = "normal") -> None:

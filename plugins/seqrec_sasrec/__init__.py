@@ -22,6 +22,7 @@ from seqrec_core.nn import TransformerOptions, init_weights, transformer_blocks
 
 class SASRecOptions(TransformerOptions):
     max_len: int = Field(200, ge=1, description="most recent items the model reads")
+    emb_scale: bool = Field(True, description="multiply item embeddings by sqrt(dim)")
 
 
 class SASRec(SequentialModel):
@@ -52,7 +53,10 @@ class SASRec(SequentialModel):
         keep = (ar < lengths).unsqueeze(-1)
         # Learned positions stay right-aligned: the newest item is always max_len - 1.
         pos = (max_len - lengths + ar).clamp(max=max_len - 1)
-        x = self.item_emb(right) * math.sqrt(self.options.dim) + self.pos_emb(pos)
+        x = self.item_emb(right)
+        if self.options.emb_scale:
+            x = x * math.sqrt(self.options.dim)
+        x = x + self.pos_emb(pos)
         x = self.drop(x) * keep
         for block in self.blocks:
             x = block(x, is_causal=True) * keep

@@ -1,0 +1,111 @@
+"""Where a training step's GPU time goes: torch.profiler kernel table per model.
+
+    python benchmarks/profile_step.py                       # sasrec + xlstm, d=256, 4 blocks, B=128, L=200
+    python benchmarks/profile_step.py --models sasrec --dim 64 --blocks 2 --items 3416
+
+One optimizer step (bf16 autocast, full-softmax CE — the trainer's code path,
+``seqrec_core.train.LossStep``) is profiled after warm-up; the table lists the
+kernels by total CUDA time, and the step's wall time next to its summed kernel
+time shows how launch-bound it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from seqrec_core.plugins import load_plugins
+from seqrec_core.train import LossStep, build_optimizer
+
+ARCH = {"dim": ("dim",), "blocks": ("blocks", "layers"), "heads": ("heads",)}
+
+
+def build(cls, args):
+    fields = cls.Options.model_fields
+    opts = {"max_len": args.max_len} if "max_len" in fields else {}
+    for key, names in ARCH.items():
+        for name in names:
+            if name in fields:
+                opts[name] = getattr(args, key)
+    return cls(cls.Options(**opts), args.items)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="*", default=["sasrec", "xlstm"])
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--blocks", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--max-len", type=int, default=200)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--items", type=int, default=10_700)
+    p.add_argument("--loss", default="ce")
+    p.add_argument("--rows", type=int, default=25)
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    registry = load_plugins()
+    loss_cfg = type("Loss", (), {"name": args.loss, "chunked": False, "negatives": 1})()
+    opt_cfg = type(
+        "Cfg", (), {"optimizer": "adamw", "lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0}
+    )()
+    for name in args.models:
+        profile_model(name, registry, args, device, loss_cfg, opt_cfg)
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def profile_model(name, registry, args, device, loss_cfg, opt_cfg) -> None:
+    torch.manual_seed(0)
+    model = build(registry.get("models", name), args).to(device).train()
+    opt = build_optimizer(opt_cfg, model, device)
+    step = LossStep(model, loss_cfg, model.encode, None)
+    seqs = torch.randint(1, args.items + 1, (args.batch, args.max_len + 1), device=device)
+    if model.objective == "masked":
+        inputs, labels = model.mask_batch(seqs[:, 1:])
+    else:
+        inputs, labels = seqs[:, :-1], seqs[:, 1:]
+    sel = labels != 0
+    targets = labels[sel]
+
+    def one():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = step(inputs, sel, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        one()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        one()
+    sync(device)
+    wall = (time.perf_counter() - t0) / 10
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            one()
+        sync(device)
+    events = prof.key_averages()
+    kernel_us = sum(e.self_device_time_total for e in events) / 3
+    print(
+        f"\n== {name}: d={args.dim} blocks={args.blocks} B={args.batch} L={args.max_len} "
+        f"items={args.items}: wall {wall * 1e3:.2f} ms/step, "
+        f"{args.batch * args.max_len / wall / 1e6:.2f}M tok/s, "
+        f"kernels {kernel_us / 1e3:.2f} ms/step ({kernel_us / 1e3 / (wall * 1e3):.0%} busy)"
+    )
+    print(
+        events.table(
+            sort_by="self_device_time_total", row_limit=args.rows, max_name_column_width=70
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
