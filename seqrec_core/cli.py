@@ -211,6 +211,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from seqrec_core.research.tune import prepare_tune, results_table, run_tune
+
+    if args.trials < 1:
+        raise SeqrecError(f"--trials {args.trials}: expected at least 1 (the total, resumed too)")
+    registry = _registry(args)
+    setup = prepare_tune(
+        args.recipe,
+        args.space,
+        registry,
+        overrides=args.override,
+        monitor=args.monitor,
+        seed_of_run=args.seed_of_run,
+        out=args.out,
+    )
+    outcome = run_tune(
+        setup,
+        args.trials,
+        sampler=args.sampler,
+        seed=args.seed,
+        console=Console(stderr=True, quiet=args.quiet),
+        quiet=args.quiet,
+        keep_checkpoints=args.keep_checkpoints,
+    )
+    Console().print(results_table(setup, outcome))
+    if outcome.best is None:
+        Console(stderr=True).print(f"no trial completed; see {setup.out}/trials.md")
+        return 1
+    Console().print(f"{setup.out}/best.yaml  (seqrec run {setup.out}/best.yaml)")
+    return 0
+
+
 def _shard(text: str) -> tuple[int, int]:
     i, sep, n = text.partition("/")
     if not sep or not i.isdigit() or not n.isdigit():
@@ -356,7 +388,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
 
 
 def _add_research_parsers(sub) -> None:
-    """``sweep``, ``analyze`` and ``bench`` (docs/research.md)."""
+    """``sweep``, ``tune``, ``analyze`` and ``bench`` (docs/research.md, docs/tuning.md)."""
     sweep = sub.add_parser(
         "sweep", help="run a grid of recipes × seeds (resumable) and write one results table"
     )
@@ -384,6 +416,38 @@ def _add_research_parsers(sub) -> None:
         "follow with --report-only)",
     )  # fmt: skip
     sweep.set_defaults(func=cmd_sweep)
+
+    tune = sub.add_parser(
+        "tune", help="search recipe values with Optuna on validation metrics (resumable)"
+    )
+    tune.add_argument("recipe", help="the recipe to tune, e.g. recipes/ml1m_sasrec.yaml")
+    tune.add_argument(
+        "--space", required=True, help="search space file, e.g. recipes/spaces/sasrec.yaml"
+    )
+    tune.add_argument(
+        "--trials", type=int, required=True,
+        help="trials in total: a resumed tune runs only the missing ones",
+    )  # fmt: skip
+    tune.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    tune.add_argument(
+        "--seed-of-run", type=int,
+        help="the training seed of every trial (default: the first of train.seeds)",
+    )  # fmt: skip
+    tune.add_argument(
+        "--monitor", help="validation metric to maximise (default: the recipe's train.monitor)"
+    )
+    tune.add_argument("--out", help="output folder (default: reports/tune/<recipe name>)")
+    tune.add_argument(
+        "-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe value in every trial (and best.yaml), as for seqrec run",
+    )  # fmt: skip
+    tune.add_argument(
+        "--keep-checkpoints", action="store_true",
+        help="keep every trial's checkpoints (default: deleted after the trial)",
+    )  # fmt: skip
+    tune.add_argument("--quiet", action="store_true", help="no per-trial training output")
+    tune.set_defaults(func=cmd_tune)
 
     analyze = sub.add_parser("analyze", help="analyses of trained checkpoints")
     asub = analyze.add_subparsers(dest="analyze_command", required=True)
