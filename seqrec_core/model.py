@@ -125,10 +125,18 @@ class SequentialModel(Recommender):
             return hidden @ weight.t()
         return (hidden.unsqueeze(-2) * weight[candidates]).sum(-1)
 
-    def predict(self, seqs: torch.Tensor) -> torch.Tensor:
-        scores = self.score(self.encode(seqs)[:, -1]).float()
+    def full_scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """fp32 scores of hidden states ``[B, D]`` against every item (``[B, n_items + 1]``,
+        column 0 = ``-inf``), for ranking. Autocast is off here: bf16 scores keep 8
+        significant bits, so over thousands of items many would tie with the
+        target, and ties count against the model (docs/protocol.md section 7)."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            scores = self.score(hidden.float())
         scores[:, 0] = -torch.inf
         return scores
+
+    def predict(self, seqs: torch.Tensor) -> torch.Tensor:
+        return self.full_scores(self.encode(seqs)[:, -1])
 
     def mask_batch(
         self, seqs: torch.Tensor, generator: torch.Generator | None = None

@@ -146,7 +146,33 @@ class EvalSection(_Section):
         min_length=1,
     )
     filter_seen: bool = Field(False, description="remove history items before ranking")
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="users scored per forward pass; null: as many as fit score_budget "
+        "(at most 16384 on CUDA, 1024 on CPU)",
+    )
+    score_budget: int = Field(
+        2**28,
+        ge=1,
+        description="elements of one batch's users x items fp32 score block (and of one "
+        "[max_len, dim] activation per user) when batch_size is null",
+    )
+    fast: bool = Field(
+        True,
+        description="histories gathered, ranks and top-K kept on the device, one transfer per "
+        "split; false: numpy padding and a transfer per batch (same results)",
+    )
+    amp: bool = Field(
+        False,
+        description="bf16 autocast for the encoder on CUDA (scores stay fp32); not exact: "
+        "metrics move with the bf16 rounding of the hidden states",
+    )
+
+    def speed(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`seqrec_core.evaluate.evaluate` that
+        change how fast ranking runs (``amp`` also its rounding), not the protocol."""
+        return {"fast": self.fast, "score_budget": self.score_budget, "amp": self.amp}
 
 
 class CallbackEntry(_PluginSection):

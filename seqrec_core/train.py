@@ -467,6 +467,7 @@ class Trainer:
             self.recipe.eval.batch_size,
             self.device,
             distributed=self.world.enabled,
+            **self.recipe.eval.speed(),
         )
 
     def _monitor_value(self, metrics: dict[str, float]) -> float:

@@ -99,9 +99,7 @@ class BERT4Rec(SequentialModel):
         keep = self.options.max_len - 1  # columns left for the history beside the [MASK]
         seqs = seqs[:, max(0, seqs.shape[1] - keep) :]
         query = torch.full((seqs.shape[0], 1), self.mask_id, dtype=seqs.dtype, device=seqs.device)
-        scores = self.score(self.encode(torch.cat([seqs, query], 1))[:, -1]).float()
-        scores[:, 0] = -torch.inf
-        return scores
+        return self.full_scores(self.encode(torch.cat([seqs, query], 1))[:, -1])
 
 
 @hookimpl

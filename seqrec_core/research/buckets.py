@@ -164,7 +164,7 @@ def analyze_buckets(
     k: int = 10,
     cuts: Sequence[float] = DEFAULT_CUTS,
     filter_seen: bool = False,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     device: torch.device | str = "cpu",
 ) -> BucketReport:
     """Per-bucket metrics of a trained ``model`` on ``data`` (``metrics``: metric
