@@ -43,11 +43,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--items", type=int, default=10_700)
     p.add_argument("--loss", default="ce")
+    p.add_argument("--plain", action="store_true", help="plain CE instead of the fused one")
     p.add_argument("--rows", type=int, default=25)
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     registry = load_plugins()
-    loss_cfg = type("Loss", (), {"name": args.loss, "chunked": False, "negatives": 1})()
+    loss_cfg = type("Loss", (), {"name": args.loss, "fused": not args.plain, "negatives": 1})()
     opt_cfg = type(
         "Cfg", (), {"optimizer": "adamw", "lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0}
     )()
@@ -93,7 +94,8 @@ def profile_model(name, registry, args, device, loss_cfg, opt_cfg) -> None:
             one()
         sync(device)
     events = prof.key_averages()
-    kernel_us = sum(e.self_device_time_total for e in events) / 3
+    cuda = torch.autograd.DeviceType.CUDA
+    kernel_us = sum(e.self_device_time_total for e in prof.events() if e.device_type == cuda) / 3
     print(
         f"\n== {name}: d={args.dim} blocks={args.blocks} B={args.batch} L={args.max_len} "
         f"items={args.items}: wall {wall * 1e3:.2f} ms/step, "

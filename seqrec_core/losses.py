@@ -4,11 +4,12 @@ All take hidden states ``h`` ``[N, D]`` (one row per supervised position), the
 target ids ``[N]`` and the model (for its output embeddings), so a loss never
 needs the full ``[B, L, n_items]`` logits unless it is the full softmax.
 
-* ``ce`` — full softmax cross-entropy over all items (padding excluded);
-  with ``loss.chunked`` computed chunk by chunk so the ``[N, V]`` logits are
-  never materialised — same value and gradients, bounded memory. It is off by
-  default: without a fused kernel the recomputation costs more time than the
-  saved memory traffic (benchmarks/model_bench.py: 0.76x on an H200).
+* ``ce`` — full softmax cross-entropy over all items (padding excluded). By
+  default (``loss.fused``) the output layer and the softmax are fused
+  (:func:`fused_ce`): chunks of logits are made, turned into gradients in
+  place by a Triton kernel and consumed by the backward GEMMs, so the
+  ``[N, V]`` logits and their fp32 copies never exist; ``loss.fused: false``
+  gives the plain :func:`full_ce`.
 * ``sampled_softmax`` — softmax over the target and ``negatives`` uniform
   negatives shared by the batch (accidental hits masked out).
 * ``bce`` — binary cross-entropy, one positive vs ``negatives`` uniform
@@ -31,61 +32,113 @@ def full_ce(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> tor
     return F.cross_entropy(logits, targets)
 
 
-def _chunk_rows(n_items: int) -> int:
-    # About 64M logits (256 MB in fp32) per chunk.
-    return max(256, 2**26 // max(1, n_items))
+ALIGN = 128  # catalogue width padded to this for the Hopper GEMM kernels (odd widths fall back)
 
 
-class _ChunkedCE(torch.autograd.Function):
-    """Full-softmax CE that never holds more than one chunk of logits.
+def _chunk_rows(width: int) -> int:
+    # About 128M logits (256 MB in bf16) per chunk; a multiple of 128 rows.
+    return max(128, (2**27 // max(1, width)) // 128 * 128)
 
-    Forward keeps only the per-row log-sum-exp; backward recomputes each chunk's
-    logits and turns them into gradients at once. Matmuls run in ``h``'s dtype
-    (bf16 under autocast) with fp32 softmax statistics — the same arithmetic as
-    :func:`full_ce` under autocast, without the ``[N, V]`` fp32 buffers.
+
+def _ce_rows_torch(logits: torch.Tensor, targets: torch.Tensor, n_items: int, grad: bool):
+    """PyTorch twin of :func:`seqrec_core.kernels.ce_rows` (CPU, or no Triton)."""
+    x = logits.float()
+    x[:, 0] = -torch.inf
+    x[:, n_items + 1 :] = -torch.inf
+    lse = torch.logsumexp(x, dim=1)
+    live = targets != 0
+    loss = torch.where(live, lse - x.gather(1, targets[:, None])[:, 0], 0.0)
+    if grad:
+        p = torch.exp(x - lse[:, None])
+        p[torch.arange(len(targets), device=x.device), targets] -= 1.0
+        p[~live] = 0.0
+        logits.copy_(p)
+    return loss
+
+
+class _FusedLinearCE(torch.autograd.Function):
+    """Full-softmax CE of ``h @ weight.T`` that never holds all ``[N, V]`` logits.
+
+    Rows are processed in chunks: one GEMM gives a chunk's logits (``dtype``:
+    bf16 under autocast, as the plain path's autocast matmul), one pass over
+    them (Triton on CUDA) gives each row's loss and turns the logits in place
+    into ``softmax - onehot``, and two GEMMs turn that into the chunk's
+    gradients for ``h`` and ``weight``. The gradients are thus computed in the
+    forward pass (nothing is recomputed) and only scaled in backward. The
+    catalogue is padded to a multiple of :data:`ALIGN` columns so the GEMMs
+    use the GPU's aligned kernels; padded and padding columns are never
+    candidates. Targets equal to 0 are ignored; the loss is the mean over the
+    others (``F.cross_entropy(..., ignore_index=0)``).
     """
 
     @staticmethod
-    def forward(ctx, h, weight, targets, chunk):
-        w = weight.to(h.dtype)
-        n = h.shape[0]
-        lse = torch.empty(n, dtype=torch.float32, device=h.device)
-        target_logit = torch.empty(n, dtype=torch.float32, device=h.device)
+    def forward(ctx, h, weight, targets, dtype, chunk, kernel):
+        n, d = h.shape
+        n_items = weight.shape[0] - 1
+        width = -(-weight.shape[0] // ALIGN) * ALIGN
+        grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        hc = h.to(dtype).contiguous()
+        w = weight.to(dtype)
+        if width != weight.shape[0]:
+            w = F.pad(w, (0, 0, 0, width - weight.shape[0]))
+        chunk = chunk or _chunk_rows(width)
+        rows_fn = kernel or _ce_rows_torch
+        losses = torch.empty(n, dtype=torch.float32, device=h.device)
+        grad_h = torch.empty(n, d, dtype=dtype, device=h.device) if grad else None
+        grad_w = torch.zeros(width, d, dtype=torch.float32, device=h.device) if grad else None
         for s in range(0, n, chunk):
-            logits = (h[s : s + chunk] @ w.t()).float()
-            logits[:, 0] = -torch.inf
-            lse[s : s + chunk] = torch.logsumexp(logits, dim=1)
-            target_logit[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None])[:, 0]
-        ctx.save_for_backward(h, weight, targets, lse)
-        ctx.chunk = chunk
-        return (lse - target_logit).mean()
+            hs = hc[s : s + chunk]
+            logits = hs @ w.t()
+            losses[s : s + chunk] = rows_fn(logits, targets[s : s + chunk], n_items, grad)
+            if grad:
+                torch.mm(logits, w, out=grad_h[s : s + chunk])
+                grad_w += logits.t() @ hs
+        count = (targets != 0).sum().clamp(min=1).float()
+        ctx.n_rows = weight.shape[0]
+        ctx.dtypes = (h.dtype, weight.dtype)
+        if grad:
+            ctx.save_for_backward(grad_h, grad_w, count)
+        return losses.sum() / count
 
     @staticmethod
     def backward(ctx, grad_out):
-        h, weight, targets, lse = ctx.saved_tensors
-        w = weight.to(h.dtype)
-        n = h.shape[0]
-        scale = grad_out.float() / n
-        grad_h = torch.empty_like(h)
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        rows = torch.arange(min(n, ctx.chunk), device=h.device)
-        for s in range(0, n, ctx.chunk):
-            hc = h[s : s + ctx.chunk]
-            logits = (hc @ w.t()).float()
-            logits[:, 0] = -torch.inf
-            probs = torch.exp(logits - lse[s : s + ctx.chunk, None])
-            probs[rows[: hc.shape[0]], targets[s : s + ctx.chunk]] -= 1.0
-            probs = (probs * scale).to(h.dtype)
-            grad_h[s : s + ctx.chunk] = probs @ w
-            grad_w += (probs.t() @ hc).float()
-        return grad_h, grad_w.to(weight.dtype), None, None
+        grad_h, grad_w, count = ctx.saved_tensors
+        scale = grad_out.float() / count
+        gh = (grad_h.float() * scale).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
+        gw = None
+        if ctx.needs_input_grad[1]:
+            gw = (grad_w[: ctx.n_rows] * scale).to(ctx.dtypes[1])
+        return gh, gw, None, None, None, None
+
+
+def fused_ce(
+    h: torch.Tensor,
+    targets: torch.Tensor,
+    weight: torch.Tensor,
+    chunk: int | None = None,
+    triton: bool | None = None,
+) -> torch.Tensor:
+    """Same value and gradients as :func:`full_ce` (within bf16 rounding under
+    autocast), without materialising the ``[N, n_items + 1]`` logits or any
+    fp32 copy of them. ``triton``: use the Triton row kernel (default: when
+    ``h`` is on CUDA and Triton is installed); ``chunk``: rows per GEMM."""
+    from seqrec_core import kernels
+
+    if triton is None:
+        triton = kernels.available(h)
+    dev = h.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+    with torch.autocast(dev, enabled=False):
+        return _FusedLinearCE.apply(
+            h, weight, targets, dtype, chunk, kernels.ce_rows if triton else None
+        )
 
 
 def chunked_ce(
     h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, chunk: int | None = None
 ) -> torch.Tensor:
-    """Same value and gradients as :func:`full_ce`, with memory bounded by ``chunk`` rows."""
-    return _ChunkedCE.apply(h, weight, targets, chunk or _chunk_rows(weight.shape[0]))
+    """Alias of :func:`fused_ce` (the name of its slower, recomputing predecessor)."""
+    return fused_ce(h, targets, weight, chunk)
 
 
 def _negatives(n_items: int, shape: tuple[int, ...], device, generator) -> torch.Tensor:
@@ -127,7 +180,7 @@ def gbce(h, targets, weight, negatives, t: float, generator=None) -> torch.Tenso
 def compute_loss(loss_cfg, h, targets, weight, generator=None) -> torch.Tensor:
     """Dispatch on the recipe's ``loss`` section."""
     if loss_cfg.name == "ce":
-        return chunked_ce(h, targets, weight) if loss_cfg.chunked else full_ce(h, targets, weight)
+        return fused_ce(h, targets, weight) if loss_cfg.fused else full_ce(h, targets, weight)
     if loss_cfg.name == "sampled_softmax":
         return sampled_softmax(h, targets, weight, loss_cfg.negatives, generator)
     if loss_cfg.name == "bce":

@@ -71,9 +71,14 @@ class DatasetSection(_PluginSection):
     user_core: int = Field(0, ge=0, description="iterative k-core: min interactions per user")
     item_core: int = Field(0, ge=0, description="iterative k-core: min interactions per item")
     user_fraction: float = Field(
-        1.0, gt=0.0, le=1.0, description="keep a seeded random share of the users (data-size sweeps)"
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="keep a seeded random share of the users (data-size sweeps)",
     )
-    user_sample_seed: int = Field(0, description="seed of the user subsample (nested across fractions)")
+    user_sample_seed: int = Field(
+        0, description="seed of the user subsample (nested across fractions)"
+    )
     cache: bool = Field(True, description="cache processed data on disk")
 
 
@@ -96,11 +101,18 @@ class LossSection(_Section):
     name: Literal["ce", "sampled_softmax", "bce", "gbce"] = "ce"
     negatives: int = Field(256, ge=1, description="negatives for sampled_softmax / bce / gbce")
     gbce_t: float = Field(0.75, ge=0.0, le=1.0, description="gSASRec calibration parameter t")
-    chunked: bool = Field(
-        False,
-        description="ce: chunked softmax that never materialises all [N, items] logits "
-        "(exact; saves memory on large catalogues, ~25 % slower on an H200 at 10.7k items)",
+    fused: bool = Field(
+        True,
+        description="ce: fused output layer + softmax (Triton on CUDA) that never materialises "
+        "the [N, items] logits; false: plain PyTorch (same loss within bf16 rounding)",
     )
+    chunked: bool | None = Field(
+        None, description="deprecated spelling of fused (kept so old recipes load)"
+    )
+
+    def model_post_init(self, _ctx) -> None:
+        if self.chunked is not None:
+            self.fused = self.chunked
 
 
 class SchedulerSection(_Section):
@@ -131,6 +143,17 @@ class TrainSection(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bf16 autocast on CUDA (always fp32 on CPU)")
     compile: bool = False
+    cuda_graphs: bool = Field(
+        True,
+        description="on one CUDA GPU with the ce loss: replay each training step's forward and "
+        "backward from a CUDA graph (same kernels, far fewer launches); false: eager",
+    )
+    log_every: int | None = Field(
+        None,
+        ge=1,
+        description="read the loss (one host sync), check it and emit batch_end every N "
+        "steps; null: every step on CPU, every 20 on CUDA",
+    )
     windows: Literal["last", "sliding"] = Field(
         "last", description="training windows: last max_len items, or sliding over long histories"
     )
@@ -146,6 +169,11 @@ class EvalSection(_Section):
         min_length=1,
     )
     filter_seen: bool = Field(False, description="remove history items before ranking")
+    both_protocols: bool = Field(
+        True,
+        description="final valid/test metrics also under both protocols, as <metric>/U "
+        "(all items ranked) and <metric>/F (history filtered)",
+    )
     batch_size: int | None = Field(
         None,
         ge=1,

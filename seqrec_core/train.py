@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,12 +192,106 @@ class LossStep(torch.nn.Module):
         self._encode = encode
 
     def forward(
-        self, inputs: torch.Tensor, sel: torch.Tensor, targets: torch.Tensor
+        self, inputs: torch.Tensor, sel: torch.Tensor | None, targets: torch.Tensor
     ) -> torch.Tensor:
+        """Loss of the supervised positions: ``hidden[sel]`` against
+        ``targets``, or with ``sel=None`` every position against ``targets``
+        shaped like ``inputs`` (0 = no target; full-softmax CE only). The
+        latter has static shapes, which CUDA graphs need."""
         hidden = self._encode(inputs)
+        if sel is None:
+            hidden, targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+        else:
+            hidden = hidden[sel]
         return compute_loss(
-            self.loss_cfg, hidden[sel], targets, self.model.output_embeddings(), self.generator
+            self.loss_cfg, hidden, targets, self.model.output_embeddings(), self.generator
         )
+
+
+def dense_batch(
+    model: Any, windows: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs and same-shaped targets (0 = none) of ``[B, width]`` windows:
+    :func:`make_micro_batch` without the boolean selection (no host sync)."""
+    if model.objective == "masked":
+        return model.mask_batch(windows, generator)
+    inputs, labels = windows[:, :-1], windows[:, 1:]
+    return inputs, torch.where(inputs != 0, labels, 0)
+
+
+class GraphStep:
+    """Forward and backward of a training step replayed from a CUDA graph.
+
+    The step's inputs live in static buffers of ``[batch, width]`` (a smaller
+    last batch is padded with empty windows, which have no targets and add
+    nothing to loss or gradients). The first :attr:`WARMUP` calls run eagerly
+    (lazy initialisation, kernel autotuning), the next one captures the graph,
+    and from then on a call is one graph launch instead of hundreds of kernel
+    launches — the same kernels in the same order, so the numbers are those of
+    the eager step. Gradients are left in the graph's static ``.grad``
+    tensors for the (eager) optimizer step; nothing may set them to ``None``.
+    Dropout draws from the default CUDA generator, which graphs advance on
+    every replay. If capture fails (a model doing host work in ``encode``),
+    :attr:`failed` says why and calls keep running eagerly.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step: torch.nn.Module, batch: int, width: int, device, amp: bool):
+        self.step = step
+        self.amp = amp
+        self.inputs = torch.zeros(batch, width, dtype=torch.long, device=device)
+        self.targets = torch.zeros_like(self.inputs)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.loss: torch.Tensor | None = None
+        self.calls = 0
+        self.failed: str | None = None
+
+    def _forward_backward(self) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            loss = self.step(self.inputs, None, self.targets)
+        loss.backward()
+        return loss.detach()
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The step's mean loss (a device tensor; no host sync)."""
+        n = inputs.shape[0]
+        self.inputs[:n].copy_(inputs)
+        self.targets[:n].copy_(targets)
+        if n < len(self.inputs):
+            self.inputs[n:].zero_()
+            self.targets[n:].zero_()
+        self.calls += 1
+        if self.graph is None and self.failed is None and self.calls > self.WARMUP:
+            self._capture()
+        if self.graph is not None:
+            self.graph.replay()
+            return self.loss
+        self.step.model.zero_grad(set_to_none=True)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the main stream, as capture wants
+            loss = self._forward_backward()
+        torch.cuda.current_stream().wait_stream(side)
+        return loss
+
+    def _capture(self) -> None:
+        self.step.model.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.loss = self._forward_backward()
+        except Exception as exc:  # noqa: BLE001 - any capture failure means: stay eager
+            self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            warnings.warn(
+                f"CUDA graph capture failed, training eagerly ({self.failed}); "
+                "set train.cuda_graphs: false to skip the attempt",
+                stacklevel=2,
+            )
+            self.step.model.zero_grad(set_to_none=True)
+            torch.cuda.synchronize()
+            return
+        self.graph = graph
 
 
 class NonFiniteLoss(Exception):
@@ -213,7 +308,7 @@ def backward_step(
     world: distributed.World,
     amp: bool = False,
     total_tokens: torch.Tensor | None = None,
-) -> tuple[float, int]:
+) -> tuple[float | torch.Tensor, int]:
     """Forward and backward of one optimizer step; gradients are left in ``.grad``.
 
     The gradients are those of the mean loss over every supervised position of
@@ -226,22 +321,22 @@ def backward_step(
     ``total_tokens``: the step's position count over all ranks, if the caller
     knows it (saves a collective); otherwise it is summed over ranks here.
 
-    Returns the step's mean loss and position count over all ranks. Raises
-    :class:`NonFiniteLoss` (on every rank alike) before any gradient is left
-    that an optimizer should use.
+    Returns the step's mean loss and position count over all ranks. With
+    several ranks or micro-batches the loss is a float and a non-finite one
+    raises :class:`NonFiniteLoss` (on every rank alike) before any gradient is
+    left that an optimizer should use; in the plain one-process step it is a
+    device tensor, which the caller checks (no host sync per step).
     """
     device = micro[0].inputs.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     counts = [m.tokens for m in micro]
     if not world.enabled and len(micro) == 1:
-        # One process, no accumulation: the plain step, checked before backward.
+        # One process, no accumulation: the plain step. The loss stays on the
+        # device (no host sync); the trainer checks it every train.log_every steps.
         with autocast:
             loss = step(micro[0].inputs, micro[0].sel, micro[0].targets)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise NonFiniteLoss(value)
         loss.backward()
-        return value, counts[0]
+        return loss.detach(), counts[0]
     comm = distributed.comm_device()
     if total_tokens is None:
         total = torch.stack([m.sel.sum() for m in micro]).sum().double().reshape(1).to(comm)
@@ -454,20 +549,41 @@ class Trainer:
     def _weights(self) -> dict[str, torch.Tensor]:
         return {f"model.{k}": v for k, v in self.model.state_dict().items()}
 
-    def evaluate(self, split: str) -> dict[str, float]:
-        """Metrics on ``split``; under a process group every rank must call it
-        (users are sharded and the ranks gathered; every rank gets the metrics)."""
+    def evaluate(self, split: str, filter_seen: bool | None = None) -> dict[str, float]:
+        """Metrics on ``split`` (``filter_seen``: the recipe's protocol unless
+        given); under a process group every rank must call it (users are
+        sharded and the ranks gathered; every rank gets the metrics)."""
         return evaluate(
             self.model,
             self.data,
             split,  # type: ignore[arg-type]
             self.metrics,
             self.recipe.eval.ks,
-            self.recipe.eval.filter_seen,
+            self.recipe.eval.filter_seen if filter_seen is None else filter_seen,
             self.recipe.eval.batch_size,
             self.device,
             distributed=self.world.enabled,
             **self.recipe.eval.speed(),
+        )
+
+    def final_metrics(self, split: str) -> dict[str, float]:
+        """The recipe's protocol under the plain names and, with
+        ``eval.both_protocols``, both protocols again as ``<metric>/U`` (all
+        items ranked) and ``<metric>/F`` (history items filtered out)."""
+        metrics = self.evaluate(split)
+        if not self.recipe.eval.both_protocols:
+            return metrics
+        own = "F" if self.recipe.eval.filter_seen else "U"
+        other = self.evaluate(split, not self.recipe.eval.filter_seen)
+        tagged = {f"{k}/{own}": v for k, v in metrics.items()}
+        tagged.update({f"{k}/{'U' if own == 'F' else 'F'}": v for k, v in other.items()})
+        return {**metrics, **tagged}
+
+    def _non_finite(self, value: float, epoch: int, batch: int, batches: int) -> SeqrecError:
+        return SeqrecError(
+            f"loss became {value} at epoch {epoch}, batch {batch + 1}/{batches}; "
+            f"stopped. The last good checkpoint is kept in {self.ctx.checkpoint_dir}; "
+            "lower train.lr or enable train.grad_clip"
         )
 
     def _monitor_value(self, metrics: dict[str, float]) -> float:
@@ -618,6 +734,19 @@ class Trainer:
                     device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 )
 
+        graph_step = None
+        if (
+            trainable
+            and cfg.cuda_graphs
+            and self.device.type == "cuda"
+            and not world.enabled
+            and accum == 1
+            and not cfg.compile
+            and self.recipe.loss.name == "ce"
+        ):
+            graph_step = GraphStep(step_module, cfg.batch_size, max_len, self.device, amp)
+        log_every = cfg.log_every or (1 if self.device.type == "cpu" else 20)
+
         bus.emit(
             "fit_start",
             run=self.ctx.name,
@@ -660,28 +789,40 @@ class Trainer:
             t0 = time.perf_counter()
             order = torch.randperm(n_windows, generator=gen).to(self.device)
             loss_sum, tokens_sum = 0.0, 0
+            # Losses stay on the device; every log_every steps one transfer reads
+            # them, checks them and feeds the batch_end event.
+            batch_losses = torch.zeros(batches, dtype=torch.float64, device=self.device)
+            window_tokens_dev = torch.zeros((), dtype=torch.float64, device=self.device)
+            window_start = 0
             for b in range(batches):
                 try:
-                    micro = [
-                        make_micro_batch(
-                            model, gather_windows(items, starts[i], ends[i], width), dev_gen
+                    if graph_step is None:  # a graph's replay overwrites its static grads
+                        optimizer.zero_grad(set_to_none=True)
+                    if graph_step is not None:
+                        (idx,) = step_slices(order, b, cfg.batch_size, world, accum)
+                        inputs, targets = dense_batch(
+                            model, gather_windows(items, starts[idx], ends[idx], width), dev_gen
                         )
-                        for i in step_slices(order, b, cfg.batch_size, world, accum)
-                    ]
-                    total = None
-                    if tokens_of is not None and (world.enabled or accum > 1):
-                        # Every rank knows the whole global batch: no collective needed.
-                        total = tokens_of[global_batch(order, b, cfg.batch_size, world, accum)]
-                        total = total.sum()
-                    optimizer.zero_grad(set_to_none=True)
-                    try:
-                        loss_value, n_tok = backward_step(step_module, micro, world, amp, total)
-                    except NonFiniteLoss as exc:
-                        raise SeqrecError(
-                            f"loss became {exc.value} at epoch {epoch}, batch {b + 1}/{batches}; "
-                            f"stopped. The last good checkpoint is kept in {self.ctx.checkpoint_dir}; "
-                            "lower train.lr or enable train.grad_clip"
-                        ) from None
+                        loss_value = graph_step(inputs, targets)
+                        n_tok = (targets != 0).sum()
+                    else:
+                        micro = [
+                            make_micro_batch(
+                                model, gather_windows(items, starts[i], ends[i], width), dev_gen
+                            )
+                            for i in step_slices(order, b, cfg.batch_size, world, accum)
+                        ]
+                        total = None
+                        if tokens_of is not None and (world.enabled or accum > 1):
+                            # Every rank knows the whole global batch: no collective needed.
+                            total = tokens_of[global_batch(order, b, cfg.batch_size, world, accum)]
+                            total = total.sum()
+                        try:
+                            loss_value, n_tok = backward_step(step_module, micro, world, amp, total)
+                        except NonFiniteLoss as exc:
+                            raise self._non_finite(exc.value, epoch, b, batches) from None
+                    batch_losses[b] = loss_value
+                    window_tokens_dev += n_tok
                     if cfg.grad_clip:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     optimizer.step()
@@ -691,16 +832,28 @@ class Trainer:
                         f"CUDA out of memory at epoch {epoch}, batch {b + 1} with batch size "
                         f"{cfg.batch_size}; lower it, e.g. -o train.batch_size={max(1, cfg.batch_size // 2)}"
                     ) from None
-                loss_sum += loss_value * n_tok
-                tokens_sum += n_tok
+                if (b + 1) % log_every and b + 1 < batches:
+                    continue
+                # One host sync per log_every steps: the losses and positions since the last.
+                seen = batch_losses[window_start : b + 1]
+                n_window = float(window_tokens_dev)
+                window_tokens_dev.zero_()
+                steps = seen.tolist()
+                bad = next((i for i, v in enumerate(steps) if not math.isfinite(v)), None)
+                if bad is not None:
+                    raise self._non_finite(steps[bad], epoch, window_start + bad, batches)
+                window_loss = sum(steps) / len(steps)
+                loss_sum += window_loss * n_window
+                tokens_sum += int(n_window)
+                window_start = b + 1
                 bus.emit(
                     "batch_end",
                     epoch=epoch,
                     batch=b + 1,
                     batches=batches,
-                    loss=loss_value,
-                    lr=optimizer.param_groups[0]["lr"],
-                    tokens=n_tok,
+                    loss=window_loss,
+                    lr=float(optimizer.param_groups[0]["lr"]),
+                    tokens=int(n_window),
                     tokens_per_s=tokens_sum / max(time.perf_counter() - t0, 1e-9),
                 )
             train_time = time.perf_counter() - t0
@@ -766,7 +919,7 @@ class Trainer:
                 break
         if self.stopper.should_stop:
             status = "early_stopped"
-        del step_module  # drops DDP's hooks and buffers
+        del step_module, graph_step  # drops DDP's hooks and buffers, the graph's memory
 
         # Final numbers come from the best checkpoint (rank 0 reads it, then
         # sends the weights to the others: no shared filesystem needed).
@@ -776,8 +929,8 @@ class Trainer:
         if best is not None:
             model.load_state_dict(best.model_state)
         distributed.broadcast_module(model)
-        valid = self.evaluate("valid")
-        test = self.evaluate("test") if self.evaluate_test else {}
+        valid = self.final_metrics("valid")
+        test = self.final_metrics("test") if self.evaluate_test else {}
         total = time.perf_counter() - t_start
         result = FitResult(
             self.ctx.name,

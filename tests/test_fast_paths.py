@@ -1,37 +1,65 @@
-"""The fast paths are exact: chunked CE equals the plain one (values and
-gradients), and SASRec's right-padded causal attention equals the masked
+"""The fast paths are exact: the fused linear + CE equals the plain one (values
+and gradients), and SASRec's right-padded causal attention equals the masked
 left-padded formulation."""
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import seqrec_sasrec
-from seqrec_core.losses import chunked_ce, full_ce
+from seqrec_core.losses import full_ce, fused_ce
 from seqrec_core.nn import TransformerBlock
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
-def test_chunked_ce_equals_full_ce_values_and_gradients(chunk):
+@pytest.mark.parametrize("n_items", [29, 127, 200])  # catalogue widths below, at and above ALIGN
+def test_fused_ce_equals_full_ce_values_and_gradients(chunk, n_items):
     torch.manual_seed(0)
     h = torch.randn(50, 16, requires_grad=True)
-    w = torch.randn(30, 16, requires_grad=True)
-    t = torch.randint(1, 30, (50,))
+    w = torch.randn(n_items + 1, 16, requires_grad=True)
+    t = torch.randint(1, n_items + 1, (50,))
     a = full_ce(h, t, w)
     ga = torch.autograd.grad(a, (h, w))
-    b = chunked_ce(h, t, w, chunk=chunk)
+    b = fused_ce(h, t, w, chunk=chunk)
     gb = torch.autograd.grad(b, (h, w))
     assert torch.allclose(a, b, atol=1e-6)
     assert torch.allclose(ga[0], gb[0], atol=1e-6)
     assert torch.allclose(ga[1], gb[1], atol=1e-6)
-    assert gb[1][0].abs().max() == 0  # padding row gets no gradient
+    assert gb[1].shape == w.shape and gb[1][0].abs().max() == 0  # padding row: no gradient
 
 
-def test_chunked_ce_under_bf16_autocast_matches_the_plain_autocast_loss():
+def test_fused_ce_ignores_target_zero_and_scales_with_the_upstream_gradient():
+    torch.manual_seed(2)
+    h = torch.randn(20, 8, requires_grad=True)
+    w = torch.randn(12, 8, requires_grad=True)
+    t = torch.randint(1, 12, (20,))
+    t[::3] = 0
+    live = t != 0
+    ref = F.cross_entropy(
+        torch.cat([torch.full((20, 1), -torch.inf), (h @ w.t())[:, 1:]], 1), t, ignore_index=0
+    )
+    got = fused_ce(h, t, w, chunk=6)
+    assert torch.allclose(got, ref, atol=1e-6)
+    ga = torch.autograd.grad(3.0 * ref, (h, w))
+    gb = torch.autograd.grad(3.0 * got, (h, w))
+    assert torch.allclose(ga[0], gb[0], atol=1e-6) and torch.allclose(ga[1], gb[1], atol=1e-6)
+    assert gb[0][~live].abs().max() == 0
+
+
+def test_fused_ce_without_grad_gives_the_loss_only():
+    h, w = torch.randn(9, 4), torch.randn(7, 4)
+    t = torch.randint(1, 7, (9,))
+    assert torch.allclose(fused_ce(h, t, w), full_ce(h, t, w), atol=1e-6)
+
+
+def test_fused_ce_under_bf16_autocast_matches_the_plain_autocast_loss():
     torch.manual_seed(1)
     h = torch.randn(40, 32, requires_grad=True)
     w = torch.randn(25, 32, requires_grad=True)
@@ -39,11 +67,57 @@ def test_chunked_ce_under_bf16_autocast_matches_the_plain_autocast_loss():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         hb = h * 1.0
         a = full_ce(hb, t, w)
-        b = chunked_ce(hb, t, w, chunk=9)
+        b = fused_ce(hb, t, w, chunk=9)
     assert torch.allclose(a.float(), b.float(), rtol=1e-2)
-    ga = torch.autograd.grad(a, w)[0]
-    gb = torch.autograd.grad(b, w)[0]
-    assert torch.allclose(ga, gb, atol=2e-2, rtol=5e-2)
+    ga = torch.autograd.grad(a, (h, w), retain_graph=True)
+    gb = torch.autograd.grad(b, (h, w))
+    assert gb[0].dtype == h.dtype and gb[1].dtype == w.dtype
+    for x, y in zip(ga, gb, strict=True):
+        assert torch.allclose(x, y, atol=2e-2, rtol=5e-2)
+
+
+TRITON_CHECK = """
+import torch
+from seqrec_core.losses import fused_ce
+torch.manual_seed(0)
+for n_items, chunk in ((29, 7), (300, 64)):
+    h = torch.randn(37, 16, requires_grad=True)
+    w = torch.randn(n_items + 1, 16, requires_grad=True)
+    t = torch.randint(0, n_items + 1, (37,))
+    a = fused_ce(h, t, w, chunk=chunk, triton=False)
+    ga = torch.autograd.grad(a, (h, w))
+    b = fused_ce(h, t, w, chunk=chunk, triton=True)
+    gb = torch.autograd.grad(b, (h, w))
+    assert torch.allclose(a, b, atol=1e-5), (a, b)
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(ga, gb)), "grads differ"
+print("ok")
+"""
+
+
+def test_triton_row_kernel_equals_the_pytorch_rows_in_the_interpreter():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_ce_on_cuda_matches_plain_autocast_ce():
+    torch.manual_seed(0)
+    h = torch.randn(3000, 64, device="cuda", requires_grad=True)
+    w = (torch.randn(3417, 64, device="cuda") * 0.1).requires_grad_()
+    t = torch.randint(1, 3417, (3000,), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a = full_ce(h, t, w)
+        b = fused_ce(h, t, w, chunk=1024)
+    assert torch.allclose(a.float(), b.float(), rtol=2e-3)
+    ga = torch.autograd.grad(a, (h, w))
+    gb = torch.autograd.grad(b, (h, w))
+    for x, y in zip(ga, gb, strict=True):
+        assert (x - y).abs().max() <= 1e-2 * x.abs().max()
 
 
 def masked_reference(model: seqrec_sasrec.SASRec, seqs: torch.Tensor) -> torch.Tensor:

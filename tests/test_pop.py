@@ -148,8 +148,13 @@ def test_run_recipe_writes_hand_computed_metrics(tmp_path, core_registry, filter
         want = expected_metrics(RANKS[split, filter_seen])
         for key, value in want.items():
             assert got[key] == pytest.approx(value), (split, key)
-        assert set(got) == set(want) | {f"Coverage@{k}" for k in KS}
+        plain = {k for k in got if "/" not in k}
+        assert plain == set(want) | {f"Coverage@{k}" for k in KS}
         assert result.metrics[split]["MRR"] == pytest.approx(want["MRR"])
+        # Both protocols again, tagged, whichever the recipe uses.
+        for tag, seen in (("U", False), ("F", True)):
+            for key, value in expected_metrics(RANKS[split, seen]).items():
+                assert got[f"{key}/{tag}"] == pytest.approx(value), (split, key, tag)
 
     u = payload["metrics"]
     if not filter_seen:
