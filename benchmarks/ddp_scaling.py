@@ -50,6 +50,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="tiny data and model, CPU + Gloo")
     p.add_argument("--cache", default=None, help="processed-data cache (default: a temp dir)")
     p.add_argument("--json", default=None, help="also write all results to this file")
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="let the 1-process run replay CUDA graphs (DDP runs are always eager)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -81,6 +86,8 @@ def recipe_data(args: argparse.Namespace, model: str) -> dict:
             "eval_every": args.epochs,
             "seeds": [0],
             "monitor": "NDCG@10",
+            # DDP steps run eagerly; so does the 1-GPU baseline, unless asked: like for like.
+            "cuda_graphs": args.cuda_graphs,
         },
         "eval": {"ks": [10], "metrics": ["ndcg"], "batch_size": 1024},
         "callbacks": [],
@@ -153,36 +160,40 @@ def worker(args: argparse.Namespace, model: str) -> None:
 
 def launch(args: argparse.Namespace, model: str, n: int, work: Path, cache: str) -> dict:
     out = work / f"{model}-{n}.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        str(n),
-        __file__,
-        "--worker",
-        "--out",
-        str(out),
-        "--models",
-        model,
-        "--epochs",
-        str(args.epochs),
-        "--batch-size",
-        str(args.batch_size),
-        "--max-len",
-        str(args.max_len),
-        "--dim",
-        str(args.dim),
-        "--blocks",
-        str(args.blocks),
-        "--heads",
-        str(args.heads),
-        "--windows",
-        args.windows,
-        "--device",
-        args.device,
-    ] + (["--tiny"] if args.tiny else [])
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(n),
+            __file__,
+            "--worker",
+            "--out",
+            str(out),
+            "--models",
+            model,
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--max-len",
+            str(args.max_len),
+            "--dim",
+            str(args.dim),
+            "--blocks",
+            str(args.blocks),
+            "--heads",
+            str(args.heads),
+            "--windows",
+            args.windows,
+            "--device",
+            args.device,
+        ]
+        + (["--tiny"] if args.tiny else [])
+        + (["--cuda-graphs"] if args.cuda_graphs else [])
+    )
     env = {**os.environ, "SEQREC_CACHE": cache, "PYTHONUNBUFFERED": "1"}
     env.setdefault("OMP_NUM_THREADS", "1" if args.tiny else "4")
     print(f"$ {' '.join(cmd[2:6])} {model}", file=sys.stderr, flush=True)

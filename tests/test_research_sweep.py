@@ -3,6 +3,7 @@ skipped, interrupted cells resumed), results tables and plots, on CPU."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -165,7 +166,12 @@ def test_run_resume_and_report(tmp_path, registry, monkeypatch):
         assert col in header, col
     for col in ("params", "epoch_train_s", "time_to_best_s", "tokens_per_s", "latency_b1_ms"):
         assert col in header, col
-    assert len((report / "cells.csv").read_text().splitlines()) == 1 + 4
+    cells = list(csv.DictReader((report / "cells.csv").open()))
+    assert len(cells) == 4
+    for cell in cells:  # the validation value choices are made on, next to the test metrics
+        run = json.loads((tmp_path / "runs" / cell["cell"] / "metrics.json").read_text())
+        monitor = next(k for k in cell if k.startswith("valid "))[len("valid ") :]
+        assert float(cell[f"valid {monitor}"]) == pytest.approx(run["metrics"]["valid"][monitor])
     md = (report / "results.md").read_text()
     assert "±" in md and "| dim |" in md
     pngs = sorted(report.glob("*.png"))

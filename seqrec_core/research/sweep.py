@@ -485,6 +485,12 @@ def collect(
             continue
         stats = m.get("stats", {})
         split_metrics = m.get("metrics", {}).get(sweep.spec.split, {})
+        if sweep.spec.split != "valid":
+            # The validation value of the monitor: what model choices are made on.
+            monitor = recipe.train.monitor
+            valid_value = m.get("metrics", {}).get("valid", {}).get(monitor)
+            if valid_value is not None:
+                split_metrics = {f"valid {monitor}": valid_value, **split_metrics}
         names.update(dict.fromkeys(split_metrics))
         row: dict[str, Any] = {
             "cell": cell.name,
