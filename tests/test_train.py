@@ -581,16 +581,28 @@ def test_embedding_init_option_changes_only_the_embedding_scale():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["sasrec", "bert4rec", "lstm", "xlstm"])
-def test_cuda_graph_training_equals_eager_training(registry, tmp_path, name):
+def test_cuda_graph_training_equals_eager_training(monkeypatch, tmp_path, name):
     """Same kernels, same order: per-epoch losses and final metrics of a run
     replayed from CUDA graphs match the eager run (fp32, no dropout)."""
     import warnings
+
+    from helpers import model_registry
+
+    import seqrec_bert4rec
+    import seqrec_lstm
+    import seqrec_xlstm
+
+    registry = model_registry(
+        monkeypatch, tmp_path, seqrec_sasrec, seqrec_bert4rec, seqrec_lstm, seqrec_xlstm
+    )
 
     model = {"name": name, "max_len": 16, "dim": 16, "dropout": 0.0}
     if name == "lstm":
         model["layers"] = 1
     else:
         model.update(blocks=1, heads=2)
+    if name == "xlstm":
+        model["chunk_size"] = 16
     results, losses = [], []
     for graphs in (False, True):
         recipe = make_recipe(
