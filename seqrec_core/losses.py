@@ -26,10 +26,11 @@ import torch.nn.functional as F
 
 
 def full_ce(h: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Plain full-softmax CE: materialises all ``[N, n_items + 1]`` logits in fp32."""
+    """Plain full-softmax CE: materialises all ``[N, n_items + 1]`` logits in fp32.
+    Rows whose target is 0 (padding) are ignored."""
     logits = (h @ weight.t()).float()
     logits[:, 0] = -torch.inf
-    return F.cross_entropy(logits, targets)
+    return F.cross_entropy(logits, targets, ignore_index=0)
 
 
 ALIGN = 128  # catalogue width padded to this for the Hopper GEMM kernels (odd widths fall back)

@@ -117,21 +117,34 @@ def gather_windows(
 @dataclass
 class MicroBatch:
     """One forward/backward's worth of windows: model inputs, the supervised
-    positions ``sel`` (bool, like ``inputs``) and their target ids."""
+    positions ``sel`` (bool, like ``inputs``) and their target ids — or, dense
+    (``sel=None``), targets shaped like ``inputs`` with 0 = no target."""
 
     inputs: torch.Tensor
-    sel: torch.Tensor
+    sel: torch.Tensor | None
     targets: torch.Tensor
 
     @property
+    def count(self) -> torch.Tensor:
+        """Supervised positions, as a device tensor (no host sync)."""
+        return (self.targets != 0).sum() if self.sel is None else self.sel.sum()
+
+    @property
     def tokens(self) -> int:
-        return int(self.targets.numel())
+        return int(self.count)
 
 
 def make_micro_batch(
-    model: Any, windows: torch.Tensor, generator: torch.Generator | None = None
+    model: Any,
+    windows: torch.Tensor,
+    generator: torch.Generator | None = None,
+    dense: bool = False,
 ) -> MicroBatch:
-    """Inputs and targets of ``[B, width]`` windows for the model's objective."""
+    """Inputs and targets of ``[B, width]`` windows for the model's objective;
+    ``dense``: all positions, no boolean selection (no host sync; CE only)."""
+    if dense:
+        inputs, targets = dense_batch(model, windows, generator)
+        return MicroBatch(inputs, None, targets)
     if model.objective == "masked":
         inputs, labels = model.mask_batch(windows, generator)
         sel = labels != 0
@@ -294,21 +307,13 @@ class GraphStep:
         self.graph = graph
 
 
-class NonFiniteLoss(Exception):
-    """The step's loss is NaN or infinite (the same on every rank)."""
-
-    def __init__(self, value: float):
-        super().__init__(value)
-        self.value = value
-
-
 def backward_step(
     step: torch.nn.Module,
     micro: list[MicroBatch],
     world: distributed.World,
     amp: bool = False,
     total_tokens: torch.Tensor | None = None,
-) -> tuple[float | torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward of one optimizer step; gradients are left in ``.grad``.
 
     The gradients are those of the mean loss over every supervised position of
@@ -321,25 +326,23 @@ def backward_step(
     ``total_tokens``: the step's position count over all ranks, if the caller
     knows it (saves a collective); otherwise it is summed over ranks here.
 
-    Returns the step's mean loss and position count over all ranks. With
-    several ranks or micro-batches the loss is a float and a non-finite one
-    raises :class:`NonFiniteLoss` (on every rank alike) before any gradient is
-    left that an optimizer should use; in the plain one-process step it is a
-    device tensor, which the caller checks (no host sync per step).
+    Returns the step's mean loss and position count over all ranks, as device
+    tensors: nothing here waits for the GPU. The caller checks the loss (every
+    ``train.log_every`` steps); with several ranks every rank holds the same
+    all-reduced value, so every rank takes the same decision.
     """
     device = micro[0].inputs.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
-    counts = [m.tokens for m in micro]
+    counts = [m.count for m in micro]
     if not world.enabled and len(micro) == 1:
-        # One process, no accumulation: the plain step. The loss stays on the
-        # device (no host sync); the trainer checks it every train.log_every steps.
+        # One process, no accumulation: the plain step.
         with autocast:
             loss = step(micro[0].inputs, micro[0].sel, micro[0].targets)
         loss.backward()
         return loss.detach(), counts[0]
     comm = distributed.comm_device()
     if total_tokens is None:
-        total = torch.stack([m.sel.sum() for m in micro]).sum().double().reshape(1).to(comm)
+        total = torch.stack(counts).sum().double().reshape(1).to(comm)
         distributed.all_reduce_sum(total)
     else:
         total = total_tokens.double().reshape(1).to(comm)
@@ -355,11 +358,7 @@ def backward_step(
             (loss * (scale * n)).backward()
         loss_sum += loss.detach().double() * n
     loss_all = distributed.all_reduce_sum(loss_sum.to(comm).reshape(1))
-    loss_total, tokens = torch.cat([loss_all, total]).tolist()
-    value = loss_total / max(tokens, 1.0)
-    if not math.isfinite(value):
-        raise NonFiniteLoss(value)
-    return value, int(tokens)
+    return (loss_all / total.clamp(min=1.0))[0].to(device), total[0].to(device)
 
 
 # ------------------------------------------------------------------ schedulers
@@ -746,6 +745,10 @@ class Trainer:
         ):
             graph_step = GraphStep(step_module, cfg.batch_size, max_len, self.device, amp)
         log_every = cfg.log_every or (1 if self.device.type == "cpu" else 20)
+        # Dense batches (every position, 0 = no target) need no boolean selection,
+        # whose size the host would have to wait for; on CPU that wait is free and
+        # the selection skips the padded positions' logits.
+        dense = self.device.type == "cuda" and self.recipe.loss.name == "ce"
 
         bus.emit(
             "fit_start",
@@ -808,7 +811,10 @@ class Trainer:
                     else:
                         micro = [
                             make_micro_batch(
-                                model, gather_windows(items, starts[i], ends[i], width), dev_gen
+                                model,
+                                gather_windows(items, starts[i], ends[i], width),
+                                dev_gen,
+                                dense=dense,
                             )
                             for i in step_slices(order, b, cfg.batch_size, world, accum)
                         ]
@@ -817,10 +823,7 @@ class Trainer:
                             # Every rank knows the whole global batch: no collective needed.
                             total = tokens_of[global_batch(order, b, cfg.batch_size, world, accum)]
                             total = total.sum()
-                        try:
-                            loss_value, n_tok = backward_step(step_module, micro, world, amp, total)
-                        except NonFiniteLoss as exc:
-                            raise self._non_finite(exc.value, epoch, b, batches) from None
+                        loss_value, n_tok = backward_step(step_module, micro, world, amp, total)
                     batch_losses[b] = loss_value
                     window_tokens_dev += n_tok
                     if cfg.grad_clip:

@@ -139,10 +139,10 @@ def _grads(reg, root: Path, world: distributed.World) -> list[dict]:
                 "accum": accum,
                 "n": n,
                 "max_grad_diff": diff,
-                "loss": loss,
+                "loss": float(loss),
                 "ref_loss": float(ref_loss),
-                "tokens": tokens,
-                "ref_tokens": ref_tokens,
+                "tokens": int(tokens),
+                "ref_tokens": int(ref_tokens),
                 "local_tokens": [m.tokens for m in micro],
             }
         )
@@ -469,6 +469,19 @@ def test_grad_accum_in_one_process_equals_one_big_batch(tmp_path, monkeypatch):
     backward_step(LossStep(model, recipe.loss, model.encode, None), micro, one, total_tokens=total)
     for p, g in zip(model.parameters(), grads, strict=True):
         assert torch.equal(p.grad, g)
+    # Dense micro-batches (every position, target 0 = none; what CUDA runs use) give
+    # the same loss and gradients as the selected positions.
+    model.zero_grad()
+    dense = [
+        make_micro_batch(model, gather_windows(items, starts[i], ends[i], width), dense=True)
+        for i in step_slices(order, 0, 4, one, 3)
+    ]
+    assert [int(m.count) for m in dense] == [m.tokens for m in micro]
+    loss_d, tok_d = backward_step(LossStep(model, recipe.loss, model.encode, None), dense, one)
+    loss_s, tok_s = backward_step(LossStep(ref, recipe.loss, ref.encode, None), micro, one)
+    assert int(tok_d) == int(tok_s) and float(loss_d) == pytest.approx(float(loss_s), rel=1e-6)
+    for p, g in zip(model.parameters(), grads, strict=True):
+        assert torch.allclose(p.grad, g, atol=1e-6)
     for mode in ("last", "sliding"):
         s, e = (torch.from_numpy(a) for a in window_bounds(data, 5, mode))
         win = gather_windows(items, s, e, 5)

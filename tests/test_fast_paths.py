@@ -47,6 +47,7 @@ def test_fused_ce_ignores_target_zero_and_scales_with_the_upstream_gradient():
     )
     got = fused_ce(h, t, w, chunk=6)
     assert torch.allclose(got, ref, atol=1e-6)
+    assert torch.allclose(full_ce(h, t, w), ref, atol=1e-6)  # the plain path ignores them too
     ga = torch.autograd.grad(3.0 * ref, (h, w))
     gb = torch.autograd.grad(3.0 * got, (h, w))
     assert torch.allclose(ga[0], gb[0], atol=1e-6) and torch.allclose(ga[1], gb[1], atol=1e-6)
