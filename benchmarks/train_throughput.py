@@ -135,7 +135,10 @@ def bench(name, cls, args, device, amp) -> list[dict]:
     if device.type == "cuda":
         variants.append(("seqrec (CUDA graph)", None, model.encode))
     if args.compile:
-        variants.append(("seqrec + compile", fused_ce, torch.compile(model.encode)))
+        compiled = torch.compile(model.encode)
+        variants.append(("seqrec + compile", fused_ce, compiled))
+        if device.type == "cuda":
+            variants.append(("seqrec + compile (CUDA graph)", None, compiled))
     rows, base = [], None
     for label, loss_fn, encode in variants:
         model.load_state_dict(state)

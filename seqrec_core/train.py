@@ -740,7 +740,6 @@ class Trainer:
             and self.device.type == "cuda"
             and not world.enabled
             and accum == 1
-            and not cfg.compile
             and self.recipe.loss.name == "ce"
         ):
             graph_step = GraphStep(step_module, cfg.batch_size, max_len, self.device, amp)

@@ -51,6 +51,21 @@ def test_shapes_causality_and_padding(slstm_at):
     assert not torch.allclose(out[:, -1], other[:, -1])
 
 
+def test_batches_past_the_kernel_grid_limit_are_encoded_in_parts(monkeypatch):
+    m = model()
+    seqs = torch.randint(1, 61, (7, 24))
+    seqs[2, :10] = 0
+    with torch.no_grad():
+        whole = m.encode(seqs)
+        calls = []
+        real = m._encode
+        monkeypatch.setattr(m, "_encode", lambda s: calls.append(len(s)) or real(s))
+        monkeypatch.setattr(X.XLSTM, "GRID_ROWS", 2 * 3 * 2)  # heads 2 × 3 chunks × 2 rows
+        parts = m.encode(seqs)
+    assert calls[0] == 7 and calls[1:] == [2, 2, 2, 1]
+    assert torch.allclose(parts, whole, atol=1e-6)
+
+
 def test_length_not_a_multiple_of_the_chunk_size_changes_nothing():
     a = model(chunk_size=4)
     b = model(chunk_size=16)

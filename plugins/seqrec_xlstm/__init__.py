@@ -223,9 +223,18 @@ class XLSTM(SequentialModel):
                 return self._encode(seqs)
         return self._encode(seqs)
 
+    # The TFLA kernels put batch × heads × chunks in one CUDA grid dimension, whose
+    # limit is 65,535 blocks: larger batches (full-ranking evaluation of many users)
+    # are encoded in parts. Half the limit, for kernels that tile more finely.
+    GRID_ROWS = 32_767
+
     def _encode(self, seqs: torch.Tensor) -> torch.Tensor:
         seqs = seqs[:, -self.options.max_len :]
         b, n = seqs.shape
+        per_row = self.options.heads * -(-n // self.options.chunk_size)
+        if b * per_row > self.GRID_ROWS:
+            part = max(1, self.GRID_ROWS // per_row)
+            return torch.cat([self._encode(p) for p in seqs.split(part)])
         self._use_kernels(seqs.device)
         self._set_mode("train")
         # Left padding → right padding (roll each row), then pad to whole chunks.
