@@ -10,7 +10,7 @@ For each model (same options: ``dim``, ``blocks``/``layers``, ``heads``,
 * training tokens/s and ms/step — one optimizer step on a random batch
   (B x L item ids over ``--items`` items, full-softmax CE, bf16 autocast on
   CUDA), the same code path as the trainer — with the plain (unfused) CE and
-  with the chunked CE the trainer uses, and the first step's loss of each on
+  with the fused CE the trainer uses, and the first step's loss of each on
   identical weights;
 * seconds per ML-1M epoch (when ``--ml1m`` is given), from the trainer itself;
 * inference latency of ``predict`` + top-10 for B=1 and B=256 histories of
