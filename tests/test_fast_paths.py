@@ -208,3 +208,18 @@ def test_every_block_layout_is_causal(norm):
 def test_unknown_block_layout_is_rejected():
     with pytest.raises(ValueError, match="norm must be"):
         TransformerBlock(8, 2, 0.0, 16, "sandwich")
+
+
+def test_sasrec_untied_output_scores_against_its_own_table():
+    torch.manual_seed(0)
+    opts = dict(max_len=8, dim=16, heads=2, blocks=1, dropout=0.0)
+    tied = seqrec_sasrec.SASRec(seqrec_sasrec.SASRecOptions(**opts), 30).eval()
+    untied = seqrec_sasrec.SASRec(seqrec_sasrec.SASRecOptions(**opts, tie_output=False), 30)
+    untied.eval()
+    assert untied.output_embeddings() is untied.out_emb.weight
+    assert tied.output_embeddings() is tied.item_emb.weight
+    assert untied.num_parameters() == tied.num_parameters() + 31 * 16
+    seqs = torch.randint(1, 31, (3, 8))
+    with torch.no_grad():
+        h = untied.encode(seqs)[:, -1]
+        assert torch.allclose(untied.predict(seqs)[:, 1:], (h @ untied.out_emb.weight.t())[:, 1:])

@@ -196,7 +196,8 @@ def test_recipes_parse(monkeypatch, name):
     recipe = load_recipe(RECIPES / f"{name}.yaml", registry)
     assert recipe.name == name and recipe.model.name == "lstm"
     assert recipe.model_options == seqrec_lstm.LSTMOptions(max_len=200, dim=64, dropout=0.2)
-    assert recipe.train.monitor == "NDCG@10" and recipe.train.patience == 10
+    assert recipe.train.monitor == "NDCG@10"
+    assert recipe.train.patience == (15 if name.startswith("ml1m") else 10)
     assert [c.name for c in recipe.callbacks] == ["console", "tensorboard", "gpu_monitor"]
     gru = load_recipe(RECIPES / f"{name}.yaml", registry, ["model.cell=gru"])
     assert gru.model_options.cell == "gru"

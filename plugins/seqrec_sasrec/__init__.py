@@ -23,6 +23,11 @@ from seqrec_core.nn import TransformerOptions, init_weights, transformer_blocks
 class SASRecOptions(TransformerOptions):
     max_len: int = Field(200, ge=1, description="most recent items the model reads")
     emb_scale: bool = Field(True, description="multiply item embeddings by sqrt(dim)")
+    tie_output: bool = Field(
+        True,
+        description="score against the input item embeddings (tied); false: a separate "
+        "output embedding table",
+    )
 
 
 class SASRec(SequentialModel):
@@ -38,7 +43,12 @@ class SASRec(SequentialModel):
         self.drop = nn.Dropout(options.dropout)
         self.blocks = transformer_blocks(options)
         self.ln = nn.LayerNorm(d)
+        if not options.tie_output:
+            self.out_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.apply(partial(init_weights, embeddings=options.emb_init))
+
+    def output_embeddings(self) -> torch.Tensor:
+        return self.item_emb.weight if self.options.tie_output else self.out_emb.weight
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         max_len = self.options.max_len
