@@ -96,6 +96,28 @@ def test_expansion_names_and_override_order(tmp_path, registry):
         select(cells, shard=(5, 5))
 
 
+def test_a_mapping_on_a_core_section_sets_keys_and_keeps_the_rest(tmp_path, registry):
+    path = write_sweep(
+        tmp_path,
+        overrides={"train.patience": 7},
+        grid={
+            "train": [
+                {"_label": "adam", "optimizer": "adam", "scheduler": {"name": "none"}},
+                {"_label": "adamw", "optimizer": "adamw", "weight_decay": 0.1},
+            ]
+        },
+    )
+    sweep = load_sweep(path)
+    cells = expand(sweep)
+    assert [c.labels["train"] for c in cells] == ["adam", "adamw"]
+    adam, adamw = (cell_recipe(sweep, c, registry).train for c in cells)
+    assert adam.optimizer == "adam" and adam.scheduler.name == "none"
+    assert adamw.optimizer == "adamw" and adamw.weight_decay == 0.1
+    for train in (adam, adamw):  # what the grid does not name comes from the base recipe
+        assert (train.lr, train.epochs, train.batch_size) == (0.01, 2, 32)
+        assert train.monitor == "NDCG@10" and train.patience == 7
+
+
 def test_value_labels():
     assert value_labels([32, 64]) == ["32", "64"]
     assert value_labels([{"name": "a", "x": 1}, {"name": "a", "x": 2}, {"name": "b", "x": 1}]) == [

@@ -244,6 +244,18 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
     )
 
 
+# Core recipe sections: a mapping value on one of these sets its keys (the rest of
+# the section stays as the base recipe has it). On a plugin section (dataset,
+# split, model) a mapping replaces the section: another plugin has other options.
+MERGED_SECTIONS = ("train", "eval", "loss", "output")
+
+
+def _settings(key: str, value: Any) -> list[tuple[str, Any]]:
+    if key in MERGED_SECTIONS and isinstance(value, dict):
+        return [(f"{key}.{k}", v) for k, v in value.items() if k != LABEL_KEY]
+    return [(key, value)]
+
+
 def _override(key: str, value: Any) -> str:
     if isinstance(value, dict):
         value = {k: v for k, v in value.items() if k != LABEL_KEY}
@@ -258,8 +270,8 @@ def expand(sweep: Sweep) -> list[Cell]:
         chosen = [(a, a.values[i], a.labels[i]) for a, i in zip(sweep.axes, combo, strict=True)]
         labels = {a.column: label for a, _, label in chosen}
         parts = [label if a.section else f"{a.column}{label}" for a, _, label in chosen]
-        settings = [(k, v) for k, v in sweep.spec.overrides.items()]
-        settings += [(a.key, v) for a, v, _ in chosen]
+        settings = [kv for k, v in sweep.spec.overrides.items() for kv in _settings(k, v)]
+        settings += [kv for a, v, _ in chosen for kv in _settings(a.key, v)]
         settings.sort(key=lambda kv: kv[0].count("."))  # stable: sections first
         for seed in sweep.spec.seeds:
             name = reports.slug("-".join([sweep.name, *parts, f"seed{seed}"]))
