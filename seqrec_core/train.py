@@ -765,7 +765,7 @@ class Trainer:
             start_epoch=first_epoch,
         )
         status = "completed"
-        if not trainable and first_epoch == 1:
+        if epochs == 0 and first_epoch == 1:  # nothing to train: evaluate the model as it is
             metrics = self.evaluate("valid")
             self.stopper.update(0, self._monitor_value(metrics))
             self.history.append({"epoch": 0, "metrics": metrics})

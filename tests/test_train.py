@@ -626,3 +626,15 @@ def test_cuda_graph_training_equals_eager_training(monkeypatch, tmp_path, name):
         losses.append([e["train_loss"] for e in rec.epochs])
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
     assert results[0].test["NDCG@10"] == pytest.approx(results[1].test["NDCG@10"], abs=2e-3)
+
+
+def test_zero_epochs_evaluates_the_initial_model(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path, train__epochs=0)
+    data = load_dataset(recipe, registry)
+    trainer = Trainer(recipe, registry, data, 0, "z", torch.device("cpu"))
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.fit()
+    assert result.best_epoch == 0 and result.epochs_run == 0
+    saved = ckpt_io.load_checkpoint(trainer.best_path).model_state
+    assert all(torch.equal(saved[k], v) for k, v in initial.items())
+    assert 0.0 <= result.test["NDCG@10"] <= 1.0
