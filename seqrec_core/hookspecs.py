@@ -23,7 +23,7 @@ the training lifecycle (tox style)::
 
     on_fit_start
       ├─ on_epoch_start
-      │    ├─ on_batch_end            (every training batch)
+      │    ├─ on_batch_end            (every train.log_every batches, and the last)
       ├─ on_validation_end            (after each full-ranking validation)
       ├─ on_checkpoint_saved          (best/last written)
       ├─ on_epoch_end
@@ -136,11 +136,14 @@ class CallbackSpec:
 
     @hookspec
     def on_batch_end(self, run: Any, event: dict) -> None:
-        """A training batch (one optimizer step) finished. ``event``: epoch,
-        batch, batches, loss, lr, tokens (predicted positions in the step; under
-        torchrun or with ``train.grad_accum`` summed over all ranks and
-        micro-batches, and ``loss`` is their mean), tokens_per_s (running rate
-        of the epoch so far)."""
+        """Training batches (optimizer steps) finished: called every
+        ``train.log_every`` steps (default: every step on CPU, every 20 on CUDA,
+        where reading the loss makes the host wait for the GPU) and after an
+        epoch's last step. ``event``: epoch, batch (the last one), batches, loss
+        (mean over the steps since the previous call), lr, tokens (predicted
+        positions in those steps; under torchrun or with ``train.grad_accum``
+        summed over all ranks and micro-batches), tokens_per_s (running rate of
+        the epoch so far)."""
 
     @hookspec
     def on_validation_end(self, run: Any, event: dict) -> None:
