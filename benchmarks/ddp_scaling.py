@@ -89,7 +89,7 @@ def recipe_data(args: argparse.Namespace, model: str) -> dict:
             # DDP steps run eagerly; so does the 1-GPU baseline, unless asked: like for like.
             "cuda_graphs": args.cuda_graphs,
         },
-        "eval": {"ks": [10], "metrics": ["ndcg"], "batch_size": 1024},
+        "eval": {"ks": [10], "metrics": ["ndcg"], "both_protocols": False},
         "callbacks": [],
     }
 
