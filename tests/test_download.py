@@ -20,6 +20,7 @@ import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -340,6 +341,27 @@ def test_unsafe_members_are_refused(tmp_path, members, symlinks, problem):
         )
     assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "limit, free, problem", [(100, 10**12, "more than the limit"), (10**12, 100, "free")]
+)
+def test_archives_declaring_too_much_are_refused_before_writing(
+    tmp_path, monkeypatch, limit, free, problem
+):
+    members = ml1m_members()
+    path = tmp_path / "ml-1m.zip"
+    path.write_bytes(make_zip(members))
+    assert sum(len(v) for v in members.values()) > 100
+    monkeypatch.setattr(dl, "MAX_EXTRACT_BYTES", limit)
+    monkeypatch.setattr(
+        dl.shutil, "disk_usage", lambda p: SimpleNamespace(total=free, used=0, free=free)
+    )
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(DataError, match=problem):
+        dl.extract_zip(path, dest)
+    assert list(dest.iterdir()) == []
 
 
 def test_missing_file_inside_the_archive(tmp_path):

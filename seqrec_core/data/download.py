@@ -62,6 +62,10 @@ from seqrec_core.errors import DataError, SeqrecError
 CHECKSUMS_FILE = "checksums.json"
 MARKER = ".seqrec.json"
 CHUNK = 1 << 20
+# Largest total uncompressed size an archive may declare (MovieLens-25M is ~1.2 GB);
+# SEQREC_MAX_EXTRACT_GB raises it. Guards against zip bombs in archives whose
+# checksum is not known in advance.
+MAX_EXTRACT_BYTES = int(float(os.environ.get("SEQREC_MAX_EXTRACT_GB", "20")) * 2**30)
 TIMEOUT_S = 60
 
 #: ``progress(file name, bytes already there, total or None)`` → a context
@@ -393,6 +397,25 @@ def check_member(name: str, mode: int, archive: Path) -> PurePosixPath:
     raise DataError(f"{archive}: member {name!r} has {problem}; refusing to extract this archive")
 
 
+def _check_sizes(path: Path, dest: Path, total: int) -> None:
+    """Refuse, before writing anything, an archive that declares more bytes than
+    :data:`MAX_EXTRACT_BYTES` or than ``dest`` has free (zipfile never reads a
+    member past its declared size, so the declaration bounds what is written)."""
+    gib = total / 2**30
+    if total > MAX_EXTRACT_BYTES:
+        raise DataError(
+            f"{path}: declares {gib:.1f} GiB uncompressed, more than the limit of "
+            f"{MAX_EXTRACT_BYTES / 2**30:.1f} GiB; refusing to extract it (if the archive is "
+            "genuine, raise SEQREC_MAX_EXTRACT_GB)"
+        )
+    free = shutil.disk_usage(dest).free
+    if total > free:
+        raise DataError(
+            f"{path}: needs {gib:.1f} GiB to extract but {dest} has {free / 2**30:.1f} GiB "
+            "free; free some space or point SEQREC_DATA elsewhere"
+        )
+
+
 def extract_zip(path: Path, dest: Path) -> None:
     """Extract ``path`` into ``dest`` member by member after checking every
     member name first; CRC errors and truncation become :class:`DataError`."""
@@ -402,6 +425,7 @@ def extract_zip(path: Path, dest: Path) -> None:
                 (info, check_member(info.filename, info.external_attr >> 16, path))
                 for info in zf.infolist()
             ]
+            _check_sizes(path, dest, sum(info.file_size for info, _ in members))
             for info, rel in members:
                 if not rel.parts:
                     continue
