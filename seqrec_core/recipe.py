@@ -148,6 +148,12 @@ class TrainSection(_Section):
         description="on one CUDA GPU with the ce loss: replay each training step's forward and "
         "backward from a CUDA graph (same kernels, far fewer launches); false: eager",
     )
+    length_buckets: int = Field(
+        1,
+        ge=1,
+        description="one process: batches of windows of similar length, cut at their bucket's "
+        "width (N evenly spaced widths) so padding is not computed; 1 = off (random batches)",
+    )
     log_every: int | None = Field(
         None,
         ge=1,

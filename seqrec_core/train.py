@@ -159,6 +159,39 @@ def window_tokens(starts: torch.Tensor, ends: torch.Tensor, width: int) -> torch
     return (ends - starts).clamp(max=width) - 1
 
 
+def bucket_widths(width: int, buckets: int, multiple: int = 8) -> list[int]:
+    """``buckets`` window widths up to ``width``, evenly spaced and rounded up to
+    ``multiple`` (the last is ``width``)."""
+    widths = {
+        min(width, -(-math.ceil(width * k / buckets) // multiple) * multiple)
+        for k in range(1, buckets + 1)
+    }
+    return sorted(widths | {width})
+
+
+def length_plan(
+    order: torch.Tensor,
+    lengths: torch.Tensor,
+    widths: list[int],
+    batch_size: int,
+    generator: torch.Generator,
+) -> list[tuple[int, torch.Tensor]]:
+    """One epoch of length-bucketed batches: ``(width, window indices)``.
+
+    Each window goes to the narrowest of ``widths`` that holds its ``lengths``
+    entry; a bucket's windows, in ``order``'s (random) order, are cut into
+    batches of ``batch_size``; the batches of all buckets are then shuffled
+    together with ``generator``. Every window is used once. A batch is cut at
+    its bucket's width, so padding up to ``widths[-1]`` is not computed.
+    """
+    bucket = torch.bucketize(lengths[order].cpu(), torch.tensor(widths))
+    plan: list[tuple[int, torch.Tensor]] = []
+    for k, w in enumerate(widths):
+        members = order[(bucket == k).to(order.device)]
+        plan += [(w, part) for part in members.split(batch_size)]
+    return [plan[i] for i in torch.randperm(len(plan), generator=generator).tolist()]
+
+
 def global_batch(
     order: torch.Tensor, step: int, batch_size: int, world: distributed.World, accum: int
 ) -> torch.Tensor:
@@ -690,6 +723,15 @@ class Trainer:
         items = torch.from_numpy(data.items).to(self.device)
         starts = torch.from_numpy(starts_np).to(self.device)
         ends = torch.from_numpy(ends_np).to(self.device)
+        widths: list[int] = []
+        if trainable and cfg.length_buckets > 1 and not world.enabled and accum == 1:
+            # Length-bucketed batches: the number of batches per bucket is the same
+            # every epoch (bucket sizes depend on the window lengths only).
+            lengths = torch.from_numpy(np.minimum(ends_np - starts_np, width))
+            widths = bucket_widths(width, cfg.length_buckets)
+            sizes = torch.bincount(torch.bucketize(lengths, torch.tensor(widths)))
+            batches = sum(math.ceil(int(n) / cfg.batch_size) for n in sizes)
+            lengths = lengths.to(self.device)
         # Supervised positions per window, known in advance for the causal objective.
         tokens_of = None if masked else window_tokens(starts, ends, width)
 
@@ -733,7 +775,7 @@ class Trainer:
                     device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 )
 
-        graph_step = None
+        graph_steps: dict[int, GraphStep] = {}
         if (
             trainable
             and cfg.cuda_graphs
@@ -742,7 +784,11 @@ class Trainer:
             and accum == 1
             and self.recipe.loss.name == "ce"
         ):
-            graph_step = GraphStep(step_module, cfg.batch_size, max_len, self.device, amp)
+            # One graph per window width (length buckets), made on first use.
+            graph_steps = {
+                w: GraphStep(step_module, cfg.batch_size, w - (not masked), self.device, amp)
+                for w in (widths or [width])
+            }
         log_every = cfg.log_every or (1 if self.device.type == "cpu" else 20)
         # Dense batches (every position, 0 = no target) need no boolean selection,
         # whose size the host would have to wait for; on CPU that wait is free and
@@ -790,6 +836,7 @@ class Trainer:
             bus.emit("epoch_start", epoch=epoch, batches=batches)
             t0 = time.perf_counter()
             order = torch.randperm(n_windows, generator=gen).to(self.device)
+            plan = length_plan(order, lengths, widths, cfg.batch_size, gen) if widths else None
             loss_sum, tokens_sum = 0.0, 0
             # Losses stay on the device; every log_every steps one transfer reads
             # them, checks them and feeds the batch_end event.
@@ -798,24 +845,28 @@ class Trainer:
             window_start = 0
             for b in range(batches):
                 try:
-                    if graph_step is None:  # a graph's replay overwrites its static grads
+                    if not graph_steps:  # a graph's replay overwrites its static grads
                         optimizer.zero_grad(set_to_none=True)
-                    if graph_step is not None:
-                        (idx,) = step_slices(order, b, cfg.batch_size, world, accum)
+                    w, parts = width, None
+                    if plan is not None:
+                        w, idx = plan[b]
+                        parts = [idx]
+                    if graph_steps:
+                        (idx,) = parts or step_slices(order, b, cfg.batch_size, world, accum)
                         inputs, targets = dense_batch(
-                            model, gather_windows(items, starts[idx], ends[idx], width), dev_gen
+                            model, gather_windows(items, starts[idx], ends[idx], w), dev_gen
                         )
-                        loss_value = graph_step(inputs, targets)
+                        loss_value = graph_steps[w](inputs, targets)
                         n_tok = (targets != 0).sum()
                     else:
                         micro = [
                             make_micro_batch(
                                 model,
-                                gather_windows(items, starts[i], ends[i], width),
+                                gather_windows(items, starts[i], ends[i], w),
                                 dev_gen,
                                 dense=dense,
                             )
-                            for i in step_slices(order, b, cfg.batch_size, world, accum)
+                            for i in parts or step_slices(order, b, cfg.batch_size, world, accum)
                         ]
                         total = None
                         if tokens_of is not None and (world.enabled or accum > 1):
@@ -921,7 +972,7 @@ class Trainer:
                 break
         if self.stopper.should_stop:
             status = "early_stopped"
-        del step_module, graph_step  # drops DDP's hooks and buffers, the graph's memory
+        del step_module, graph_steps  # drops DDP's hooks and buffers, the graphs' memory
 
         # Final numbers come from the best checkpoint (rank 0 reads it, then
         # sends the weights to the others: no shared filesystem needed).

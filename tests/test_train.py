@@ -23,7 +23,17 @@ from seqrec_core.plugins import load_plugins
 from seqrec_core.recipe import load_recipe
 from seqrec_core.recommend import load_for_inference
 from seqrec_core.run import run_recipe
-from seqrec_core.train import EarlyStopping, LRSchedule, Trainer, gather_windows, window_bounds
+from seqrec_core.train import (
+    EarlyStopping,
+    LossStep,
+    LRSchedule,
+    Trainer,
+    bucket_widths,
+    dense_batch,
+    gather_windows,
+    length_plan,
+    window_bounds,
+)
 
 
 @pytest.fixture
@@ -580,8 +590,11 @@ def test_embedding_init_option_changes_only_the_embedding_scale():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("name", ["sasrec", "bert4rec", "lstm", "xlstm"])
-def test_cuda_graph_training_equals_eager_training(monkeypatch, tmp_path, name):
+@pytest.mark.parametrize(
+    "name, buckets",
+    [("sasrec", 1), ("bert4rec", 1), ("lstm", 1), ("xlstm", 1), ("sasrec", 3), ("bert4rec", 3)],
+)
+def test_cuda_graph_training_equals_eager_training(monkeypatch, tmp_path, name, buckets):
     """Same kernels, same order: per-epoch losses and final metrics of a run
     replayed from CUDA graphs match the eager run (fp32, no dropout)."""
     import warnings
@@ -613,6 +626,7 @@ def test_cuda_graph_training_equals_eager_training(monkeypatch, tmp_path, name):
             train__device="cuda",
             train__amp=False,
             train__cuda_graphs=graphs,
+            train__length_buckets=buckets,
         )
         data = load_dataset(recipe, registry)
         rec = Recorder()
@@ -638,3 +652,85 @@ def test_zero_epochs_evaluates_the_initial_model(registry, tmp_path):
     saved = ckpt_io.load_checkpoint(trainer.best_path).model_state
     assert all(torch.equal(saved[k], v) for k, v in initial.items())
     assert 0.0 <= result.test["NDCG@10"] <= 1.0
+
+
+# ------------------------------------------------------------------ length buckets
+
+
+def test_bucket_widths_are_rounded_and_end_at_the_full_width():
+    assert bucket_widths(201, 4) == [56, 104, 152, 201]
+    assert bucket_widths(16, 8) == [8, 16]  # rounding merges buckets
+    assert bucket_widths(30, 1) == [30]
+
+
+def test_length_plan_uses_every_window_once_in_its_narrowest_bucket():
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(2, 41, (103,))
+    order = torch.randperm(103, generator=gen)
+    widths = bucket_widths(40, 3)
+    plan = length_plan(order, lengths, widths, 8, gen)
+    used = torch.cat([idx for _, idx in plan])
+    assert sorted(used.tolist()) == list(range(103))
+    for w, idx in plan:
+        assert 1 <= len(idx) <= 8
+        k = widths.index(w)
+        low = widths[k - 1] if k else 0
+        assert bool(((lengths[idx] > low) & (lengths[idx] <= w)).all())
+    assert len({w for w, _ in plan}) == len(widths)
+    assert len(plan) == sum(
+        math.ceil(int((torch.bucketize(lengths, torch.tensor(widths)) == k).sum()) / 8)
+        for k in range(len(widths))
+    )
+
+
+def test_a_window_cut_at_its_bucket_width_gives_the_same_loss(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path)
+    data = load_dataset(recipe, registry)
+    torch.manual_seed(0)
+    model = seqrec_sasrec.SASRec(recipe.model_options, data.n_items).eval()
+    width = recipe.model_options.max_len + 1
+    starts, ends = (torch.from_numpy(a) for a in window_bounds(data, width, "last"))
+    items = torch.from_numpy(data.items)
+    short = ((ends - starts) <= 9).nonzero()[:, 0][:6]
+    assert len(short) > 1
+    step = LossStep(model, recipe.loss, model.encode, None)
+    with torch.no_grad():
+        full = dense_batch(model, gather_windows(items, starts[short], ends[short], width))
+        cut = dense_batch(model, gather_windows(items, starts[short], ends[short], 9))
+        assert cut[0].shape[1] == 8 and int((cut[1] != 0).sum()) == int((full[1] != 0).sum())
+        assert torch.allclose(step(*full[:1], None, full[1]), step(cut[0], None, cut[1]), atol=1e-6)
+
+
+class BatchCounter:
+    name = "batches"
+
+    def __init__(self):
+        self.announced: list[int] = []
+        self.last_batch: list[int] = []
+
+    @hookimpl
+    def on_epoch_start(self, run, event):
+        self.announced.append(event["batches"])
+
+    @hookimpl
+    def on_batch_end(self, run, event):
+        if event["batch"] == event["batches"]:
+            self.last_batch.append(event["batch"])
+
+
+def test_training_with_length_buckets(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path, train__epochs=3, train__length_buckets=3)
+    data = load_dataset(recipe, registry)
+    rec, counter = Recorder(), BatchCounter()
+    result = Trainer(recipe, registry, data, 0, "lb", torch.device("cpu"), [rec, counter]).fit()
+    width = recipe.model_options.max_len + 1
+    starts, ends = window_bounds(data, width, "last")
+    lengths = torch.from_numpy(np.minimum(ends - starts, width))
+    widths = bucket_widths(width, 3)
+    sizes = torch.bincount(torch.bucketize(lengths, torch.tensor(widths)))
+    expected = sum(math.ceil(int(n) / recipe.train.batch_size) for n in sizes)
+    unbucketed = math.ceil(len(starts) / recipe.train.batch_size)
+    assert len(widths) == 3 and expected > unbucketed  # more, smaller batches
+    assert counter.announced == counter.last_batch == [expected] * 3
+    assert rec.epochs[-1]["train_loss"] < rec.epochs[0]["train_loss"]
+    assert result.test["NDCG@10"] > 0
