@@ -425,8 +425,9 @@ def test_resume_with_other_model_options_is_refused(registry, tmp_path):
         Trainer(other, registry, data, 0, "r", torch.device("cpu")).fit(resume=True)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(registry, tmp_path, monkeypatch):
-    recipe = make_recipe(registry, tmp_path, train__epochs=4)
+@pytest.mark.parametrize("log_every", [None, 3])  # checked every step / every 3 steps
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(registry, tmp_path, monkeypatch, log_every):
+    recipe = make_recipe(registry, tmp_path, train__epochs=4, train__log_every=log_every)
     data = load_dataset(recipe, registry)
     trainer = Trainer(recipe, registry, data, 0, "n", torch.device("cpu"), [rec := Recorder()])
     import seqrec_core.train as train_mod
