@@ -196,6 +196,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.report_dir:
         sweep.report_dir = Path(args.report_dir)
     console = Console(stderr=True, quiet=args.quiet)
+    shard_codes: list[int] = []
+    if args.jobs > 1 and not (args.shard or args.dry_run or args.report_only):
+        from seqrec_core.research.sweep import launch_shards, visible_gpus
+
+        gpus = [g for g in args.gpus.split(",") if g] if args.gpus else visible_gpus()
+        passed = [x for o in args.override for x in ("-o", o)]
+        passed += [x for o in args.only for x in ("--only", o)]
+        passed += ["--keep-going"] if args.keep_going else []
+        log_dir = sweep.report_dir / "logs"
+        console.print(
+            f"sweep {sweep.name}: {args.jobs} processes"
+            + (f" on GPUs {', '.join(gpus)}" if gpus else "")
+            + f"; their output: {log_dir}/shard-<i>.log"
+        )
+        shard_codes = launch_shards(
+            args.file, args.jobs, log_dir, passed, gpus, [x for p in args.plugin for x in ("-p", p)]
+        )
+        for i, code in enumerate(shard_codes):
+            if code:
+                console.print(f"[red]shard {i} exited with {code}[/]: see {log_dir}/shard-{i}.log")
     outcome = run_sweep(
         sweep,
         registry,
@@ -203,12 +223,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         only=args.only,
         dry_run=args.dry_run,
         keep_going=args.keep_going,
-        run_cells=not args.report_only,
+        run_cells=not args.report_only and not shard_codes,
         shard=_shard(args.shard) if args.shard else None,
     )
     if not args.dry_run and not args.shard:
         Console().print(f"{sweep.report_dir}/README.md")
-    return 1 if outcome.failed else 0
+    return 1 if outcome.failed or any(shard_codes) else 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -414,6 +434,15 @@ def _add_research_parsers(sub) -> None:
         "--shard", metavar="I/N",
         help="run every N-th cell from the I-th (parallel processes; no report: "
         "follow with --report-only)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="run the cells in N processes side by side (shards), then write the report; "
+        "on GPUs the processes are spread over --gpus",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--gpus", metavar="IDS",
+        help="GPU ids for --jobs, e.g. 0,1 (default: every visible GPU; several jobs may share one)",
     )  # fmt: skip
     sweep.set_defaults(func=cmd_sweep)
 

@@ -216,6 +216,26 @@ def test_cli_dry_run_and_only(tmp_path, registry, monkeypatch, capsys):
     assert not (tmp_path / "runs" / "t-dim8-seed1").exists()
 
 
+def test_cli_jobs_runs_shard_processes_then_one_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path = write_sweep(tmp_path, grid={"model.dim": [8, 16]}, seeds=[1, 2])
+    code = seqrec_core.cli.main(["sweep", path, "--jobs", "2", "--gpus", "", "--only", "dim"])
+    assert code == 0, capsys.readouterr().err
+    logs = sorted((tmp_path / "report" / "logs").glob("shard-*.log"))
+    assert [p.name for p in logs] == ["shard-0.log", "shard-1.log"]
+    # The cells were split between the shard processes; the parent ran none.
+    texts = [p.read_text() for p in logs]
+    assert all("2 ran, 0 already finished, 0 failed (shard: no report)" in t for t in texts)
+    ran = ("t-dim8-seed1", "t-dim8-seed2", "t-dim16-seed1", "t-dim16-seed2")
+    for cell in ran:
+        status = json.loads((tmp_path / "runs" / cell / "metrics.json").read_text())["status"]
+        assert status in ("completed", "early_stopped")
+    assert len(list(csv.DictReader((tmp_path / "report" / "cells.csv").open()))) == 4
+    assert "0 ran, 4 already finished" in capsys.readouterr().err
+
+
 def test_aggregate_mean_and_population_std():
     rows = [
         {"dim": "8", "seed": 1, "NDCG@10": 0.2, "model": "m"},

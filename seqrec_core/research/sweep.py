@@ -404,6 +404,53 @@ def run_sweep(
     return outcome
 
 
+def visible_gpus() -> list[str]:
+    """Ids of the GPUs this process may use (``CUDA_VISIBLE_DEVICES`` or all)."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [g.strip() for g in env.split(",") if g.strip()] if env else []
+    return ids or [str(i) for i in range(torch.cuda.device_count())]
+
+
+def launch_shards(
+    file: str | Path,
+    jobs: int,
+    log_dir: Path,
+    args: Sequence[str] = (),
+    gpus: Sequence[str] = (),
+    global_args: Sequence[str] = (),
+) -> list[int]:
+    """Run a sweep as ``jobs`` processes side by side: process ``i`` is
+    ``seqrec sweep FILE --shard i/jobs ARGS`` with ``CUDA_VISIBLE_DEVICES``
+    set to ``gpus[i % len(gpus)]`` when GPUs are given (several processes share a
+    GPU: small models leave most of one idle). Each one's output goes to
+    ``log_dir/shard-<i>.log``. Returns their exit codes, in shard order."""
+    import os
+    import subprocess
+    import sys
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(jobs):
+        cmd = [sys.executable, "-m", "seqrec_core", *global_args, "sweep", str(file)]
+        cmd += ["--shard", f"{i}/{jobs}", *args]
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpus[i % len(gpus)])
+        log = open(log_dir / f"shard-{i}.log", "w", encoding="utf-8")  # noqa: SIM115
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+    codes = []
+    for proc, log in procs:
+        codes.append(proc.wait())
+        log.close()
+    return codes
+
+
 class PostRun:
     """The per-cell analyses after training: popularity buckets, cost measurement.
     Each writes ``runs/<cell>/<what>.json`` once; the data of a dataset is loaded
