@@ -152,7 +152,8 @@ class TrainSection(_Section):
         1,
         ge=1,
         description="one process: batches of windows of similar length, cut at their bucket's "
-        "width (N evenly spaced widths) so padding is not computed; 1 = off (random batches)",
+        "width (N evenly spaced widths) so padding is not computed; 1 = off (random batches). "
+        "Trains eagerly (no CUDA graphs) for now",
     )
     log_every: int | None = Field(
         None,

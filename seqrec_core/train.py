@@ -775,20 +775,20 @@ class Trainer:
                     device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 )
 
-        graph_steps: dict[int, GraphStep] = {}
+        graph_step: GraphStep | None = None
+        # Not with length buckets: graphs of several widths would each own .grad
+        # tensors (a graph captured from None grads allocates them in its pool);
+        # sharing them across graphs is not yet verified on a GPU.
         if (
             trainable
+            and not widths
             and cfg.cuda_graphs
             and self.device.type == "cuda"
             and not world.enabled
             and accum == 1
             and self.recipe.loss.name == "ce"
         ):
-            # One graph per window width (length buckets), made on first use.
-            graph_steps = {
-                w: GraphStep(step_module, cfg.batch_size, w - (not masked), self.device, amp)
-                for w in (widths or [width])
-            }
+            graph_step = GraphStep(step_module, cfg.batch_size, max_len, self.device, amp)
         log_every = cfg.log_every or (1 if self.device.type == "cpu" else 20)
         # Dense batches (every position, 0 = no target) need no boolean selection,
         # whose size the host would have to wait for; on CPU that wait is free and
@@ -845,18 +845,18 @@ class Trainer:
             window_start = 0
             for b in range(batches):
                 try:
-                    if not graph_steps:  # a graph's replay overwrites its static grads
+                    if graph_step is None:  # a graph's replay overwrites its static grads
                         optimizer.zero_grad(set_to_none=True)
                     w, parts = width, None
                     if plan is not None:
                         w, idx = plan[b]
                         parts = [idx]
-                    if graph_steps:
+                    if graph_step is not None:
                         (idx,) = parts or step_slices(order, b, cfg.batch_size, world, accum)
                         inputs, targets = dense_batch(
                             model, gather_windows(items, starts[idx], ends[idx], w), dev_gen
                         )
-                        loss_value = graph_steps[w](inputs, targets)
+                        loss_value = graph_step(inputs, targets)
                         n_tok = (targets != 0).sum()
                     else:
                         micro = [
@@ -972,7 +972,7 @@ class Trainer:
                 break
         if self.stopper.should_stop:
             status = "early_stopped"
-        del step_module, graph_steps  # drops DDP's hooks and buffers, the graphs' memory
+        del step_module, graph_step  # drops DDP's hooks and buffers, the graph's memory
 
         # Final numbers come from the best checkpoint (rank 0 reads it, then
         # sends the weights to the others: no shared filesystem needed).
