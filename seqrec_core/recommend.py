@@ -38,7 +38,11 @@ class Catalogue:
         self.raw = list(item_ids)
         self.titles = ["<pad>", *titles]
         self._by_raw = {str(r): i + 1 for i, r in enumerate(self.raw)}
-        self._by_title = {t.casefold(): i for i, t in enumerate(self.titles) if i}
+        # A title can belong to several items (MovieLens lists a few films twice).
+        self._by_title: dict[str, list[int]] = {}
+        for i, t in enumerate(self.titles):
+            if i:
+                self._by_title.setdefault(t.casefold(), []).append(i)
 
     @classmethod
     def from_checkpoint(cls, ckpt: ckpt_io.Checkpoint) -> Catalogue:
@@ -52,8 +56,14 @@ class Catalogue:
     def resolve(self, token: str | int) -> int:
         """A title (exact, case-insensitive) or raw item id → internal id."""
         text = str(token).strip()
-        if text.casefold() in self._by_title:
-            return self._by_title[text.casefold()]
+        ids = self._by_title.get(text.casefold())
+        if ids and len(ids) == 1:
+            return ids[0]
+        if ids:
+            raws = ", ".join(str(self.raw[i - 1]) for i in ids)
+            raise SeqrecError(
+                f"title {text!r} belongs to {len(ids)} items (ids {raws}); give the item id instead"
+            )
         if text in self._by_raw:
             return self._by_raw[text]
         close = difflib.get_close_matches(text, self.titles[1:], n=3, cutoff=0.5)
@@ -68,9 +78,9 @@ class Catalogue:
         hits = [(i, t) for i, t in enumerate(self.titles) if i and q in t.casefold()]
         if len(hits) < limit:
             for t in difflib.get_close_matches(query, self.titles[1:], n=limit, cutoff=0.4):
-                i = self._by_title[t.casefold()]
-                if (i, t) not in hits:
-                    hits.append((i, t))
+                for i in self._by_title[t.casefold()]:
+                    if (i, t) not in hits:
+                        hits.append((i, t))
         return hits[:limit]
 
 

@@ -73,6 +73,15 @@ def test_catalogue_resolves_titles_and_ids_and_suggests():
     assert cat.search("heat")[0] == (2, "Heat (1995)")
 
 
+def test_a_title_shared_by_two_items_asks_for_the_id():
+    cat = Catalogue([10, 20, 30], ["Hamlet (1996)", "Heat (1995)", "Hamlet (1996)"])
+    with pytest.raises(SeqrecError, match=r"belongs to 2 items \(ids 10, 30\); give the item id"):
+        cat.resolve("hamlet (1996)")
+    assert cat.resolve("30") == 3 and cat.resolve("Heat (1995)") == 2
+    assert cat.search("hamlet") == [(1, "Hamlet (1996)"), (3, "Hamlet (1996)")]
+    assert {(1, "Hamlet (1996)"), (3, "Hamlet (1996)")} <= set(cat.search("Hamlet (1997)"))
+
+
 def test_cli_recommend_by_user_and_by_history(trained, capsys):
     path, registry = trained
     _, catalogue, histories, _ = load_for_inference(path, registry)
