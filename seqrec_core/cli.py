@@ -300,27 +300,59 @@ def cmd_analyze_geometry(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_analyze_buckets(args: argparse.Namespace) -> int:
+def _checkpoint_with_data(args: argparse.Namespace, path: str, registry, console):
+    """A checkpoint's model (on ``args.device``), its recipe (``--recipe`` or the
+    stored one, with ``-o`` overrides) and the dataset it was trained on."""
     from seqrec_core import checkpoint as ckpt_io
     from seqrec_core.data import load_dataset
     from seqrec_core.recipe import load_recipe
-    from seqrec_core.research.buckets import BUCKETS, analyze_buckets, plot_buckets
-    from seqrec_core.research.reports import markdown_table, write_readme, write_table
     from seqrec_core.run import resolve_device
 
-    registry = _registry(args)
-    console = Console(stderr=True)
-    ckpt = ckpt_io.load_checkpoint(args.checkpoint)
+    ckpt = ckpt_io.load_checkpoint(path)
     if args.recipe:
         recipe = load_recipe(args.recipe, registry, args.override)
     elif "recipe" in ckpt.meta:
         recipe = load_recipe(None, registry, args.override, data=ckpt.meta["recipe"])
     else:
-        raise SeqrecError(f"{args.checkpoint}: no recipe stored in it; give one with --recipe")
+        raise SeqrecError(f"{path}: no recipe stored in it; give one with --recipe")
     data = load_dataset(recipe, registry, log=console.print)
     ckpt_io.check_dataset(ckpt, data)
     device = resolve_device(args.device)
     model = ckpt_io.build_model(ckpt, registry).to(device)
+    return model, recipe, data, device
+
+
+def cmd_analyze_seen(args: argparse.Namespace) -> int:
+    from seqrec_core.research.reports import write_table
+    from seqrec_core.research.seen import seen_report
+
+    registry = _registry(args)
+    console = Console(stderr=True)
+    rows = []
+    for path in args.checkpoints:
+        model, recipe, data, device = _checkpoint_with_data(args, path, registry, console)
+        report = seen_report(model, data, args.split, (1, args.k), recipe.eval.batch_size, device)
+        rows.append({"checkpoint": path, "model": recipe.model.name, **report})
+    table = Table(title=f"history items in the unfiltered top-{args.k} ({args.split} split)")
+    for col in rows[0]:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(table)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        files = write_table(rows, Path(args.out) / "seen")
+        console.print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def cmd_analyze_buckets(args: argparse.Namespace) -> int:
+    from seqrec_core.research.buckets import BUCKETS, analyze_buckets, plot_buckets
+    from seqrec_core.research.reports import markdown_table, write_readme, write_table
+
+    registry = _registry(args)
+    console = Console(stderr=True)
+    model, recipe, data, device = _checkpoint_with_data(args, args.checkpoint, registry, console)
     report = analyze_buckets(
         model,
         data,
@@ -518,6 +550,21 @@ def _add_research_parsers(sub) -> None:
     buckets.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     buckets.add_argument("--out", help="write tables, a plot and a README here")
     buckets.set_defaults(func=cmd_analyze_buckets)
+
+    seen = asub.add_parser(
+        "seen", help="how often the unfiltered top-K holds items the user already has (U vs F gap)"
+    )
+    seen.add_argument("checkpoints", nargs="+", metavar="CKPT", help="best.safetensors files")
+    seen.add_argument("--recipe", help="recipe for the data (default: the one in each checkpoint)")
+    seen.add_argument(
+        "-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe value, e.g. -o dataset.path=data/ml-1m/ml-1m.txt",
+    )  # fmt: skip
+    seen.add_argument("--split", choices=["valid", "test"], default="test")
+    seen.add_argument("-k", type=int, default=10, help="top-K list length")
+    seen.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    seen.add_argument("--out", help="write seen.csv / seen.md here")
+    seen.set_defaults(func=cmd_analyze_seen)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
