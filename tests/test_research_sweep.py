@@ -153,6 +153,7 @@ def test_run_resume_and_report(tmp_path, registry, monkeypatch):
         grid={"model.dim": [8, 16]},
         seeds=[1, 2],
         cost=True,
+        seen=True,
         buckets={"cuts": [0.2, 0.5], "k": 10},
         plots=[
             {"kind": "line", "x": "dim", "y": "NDCG@10"},
@@ -190,6 +191,10 @@ def test_run_resume_and_report(tmp_path, registry, monkeypatch):
         assert col in header, col
     cells = list(csv.DictReader((report / "cells.csv").open()))
     assert len(cells) == 4
+    for cell in cells:  # seen-item shares per cell, from runs/<cell>/seen.json
+        seen = json.loads((tmp_path / "runs" / cell["cell"] / "seen.json").read_text())
+        assert float(cell["seen share@10"]) == pytest.approx(seen["seen share@10"])
+        assert 0.0 <= seen["top-1 seen"] <= 1.0
     for cell in cells:  # the validation value choices are made on, next to the test metrics
         run = json.loads((tmp_path / "runs" / cell["cell"] / "metrics.json").read_text())
         monitor = next(k for k in cell if k.startswith("valid "))[len("valid ") :]

@@ -113,6 +113,9 @@ class SweepFile(_Strict):
         default_factory=list, description="metrics in the Markdown table (default: all)"
     )
     cost: bool = Field(False, description="post-run latency / memory measurement (RQ3)")
+    seen: bool = Field(
+        False, description="post-run share of history items in the unfiltered top-10 (U vs F gap)"
+    )
     buckets: BucketsSpec | None = None
     plots: list[PlotSpec] = Field(default_factory=list)
 
@@ -452,7 +455,7 @@ def launch_shards(
 
 
 class PostRun:
-    """The per-cell analyses after training: popularity buckets, cost measurement.
+    """The per-cell analyses after training: popularity buckets, seen items, cost.
     Each writes ``runs/<cell>/<what>.json`` once; the data of a dataset is loaded
     once per sweep."""
 
@@ -481,7 +484,8 @@ class PostRun:
         run_dir = Path(recipe.output.runs_dir) / recipe.name
         want_buckets = spec.buckets is not None and not (run_dir / "buckets.json").is_file()
         want_cost = spec.cost and not (run_dir / "cost.json").is_file()
-        if not (want_buckets or want_cost):
+        want_seen = spec.seen and not (run_dir / "seen.json").is_file()
+        if not (want_buckets or want_cost or want_seen):
             return
         ckpt_path = Path(recipe.output.checkpoints_dir) / recipe.name / "best.safetensors"
         ckpt = ckpt_io.load_checkpoint(ckpt_path)
@@ -505,6 +509,12 @@ class PostRun:
             )
             atomic_write_text(run_dir / "buckets.json", json.dumps(report.to_json(), indent=2))
             console.print(f"{recipe.name}: wrote buckets.json")
+        if want_seen:
+            from seqrec_core.research.seen import seen_report
+
+            seen = seen_report(model, data, spec.split, (1, 10), recipe.eval.batch_size, device)
+            atomic_write_text(run_dir / "seen.json", json.dumps(seen, indent=2))
+            console.print(f"{recipe.name}: wrote seen.json")
         if want_cost:  # last: the memory measurement trains the model a little
             numbers = measure_run(model, recipe, data, device)
             atomic_write_text(run_dir / "cost.json", json.dumps(numbers, indent=2))
@@ -565,6 +575,7 @@ def collect(
             **run_cost(run_dir),
             **_read_json(run_dir / "cost.json"),
             **_bucket_columns(_read_json(run_dir / "buckets.json")),
+            **{k: v for k, v in _read_json(run_dir / "seen.json").items() if k != "users"},
         }
         rows.append(row)
     return rows, list(names)
