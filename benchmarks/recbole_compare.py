@@ -67,9 +67,9 @@ pandas 3.1, torch 2.13 CPU) and what this script does about it:
   script puts aliases back on ``numpy`` before building the config.
 * ``Trainer.evaluate(load_best_model=True)`` calls ``torch.load`` without
   ``weights_only=False`` and fails on torch >= 2.6 (UnpicklingError; the checkpoint
-  pickles the config): the script loads the best checkpoint itself with
-  ``weights_only=False`` (a file it has just written) and evaluates with
-  ``load_best_model=False``.
+  pickles the config): the script never unpickles it — it replaces the trainer's
+  ``_save_checkpoint`` so the best epoch's weights are kept in memory, loads them
+  and evaluates with ``load_best_model=False``.
 * ``quick_start`` imports ``ray`` (a hard ``Requires-Dist`` pinned to
   ``ray<=2.6.3``, no Python 3.12 wheels): the script never imports quick_start, so ray
   is not needed. ``thop`` (only for ``get_flops``) and ``plotly`` (hyper-parameter
@@ -412,13 +412,21 @@ def run_recbole(args, recipe, work: Path) -> dict[str, Any]:
             return loss
 
         trainer._train_epoch = timed_train_epoch
+        # Keep the best weights in memory instead of RecBole's pickled checkpoint file
+        # (loading it would need torch.load(weights_only=False)).
+        best: dict = {}
+
+        def keep_best(epoch, *a, net=model, **kw):
+            best["epoch"] = epoch
+            best["state_dict"] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best["other_parameter"] = net.other_parameter()
+
+        trainer._save_checkpoint = keep_best
         trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-        # torch >= 2.6: RecBole's own load_best_model=True fails (weights_only).
-        ckpt = torch.load(trainer.saved_model_file, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["state_dict"])
-        model.load_other_parameter(ckpt.get("other_parameter"))
+        model.load_state_dict(best["state_dict"])
+        model.load_other_parameter(best.get("other_parameter"))
         own = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-        best_epoch = int(ckpt["epoch"]) + 1  # RecBole counts from 0
+        best_epoch = int(best["epoch"]) + 1  # RecBole counts from 0
 
         histories = test_histories(read_sasrec(args.data))
         uid_map = dataset.field2token_id["user_id"]
