@@ -24,10 +24,9 @@ Timings: CUDA-synchronised medians after warm-up.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from benchtools import build_model, timed
 from rich.console import Console
 from rich.table import Table
 
@@ -35,38 +34,6 @@ from seqrec_core.losses import chunked_ce, full_ce
 from seqrec_core.model import Recommender
 from seqrec_core.plugins import load_plugins
 from seqrec_core.train import build_optimizer
-
-ARCH_KEYS = {"dim": "dim", "blocks": ("blocks", "layers"), "heads": "heads", "max_len": "max_len"}
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, warmup=3, repeat=10) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def build(cls, args, max_len, n_items):
-    fields = cls.Options.model_fields
-    opts = {}
-    for key, names in ARCH_KEYS.items():
-        for name in (names,) if isinstance(names, str) else names:
-            if name in fields:
-                opts[name] = max_len if key == "max_len" else getattr(args, key)
-    if "chunk_size" in fields:
-        opts["chunk_size"] = args.chunk_size
-    return cls(cls.Options(**opts), n_items)
 
 
 def main() -> None:
@@ -129,7 +96,7 @@ def main() -> None:
 def bench_model(name, cls, args, device, amp, table, stream) -> None:
     """One row of ``table`` (and rows of ``stream``) for model ``name``."""
     torch.manual_seed(0)
-    model = build(cls, args, args.max_len, args.items).to(device)
+    model = build_model(cls, args, args.max_len, args.items).to(device)
     opt = build_optimizer(
         type(
             "Cfg",
@@ -200,7 +167,7 @@ def bench_model(name, cls, args, device, amp, table, stream) -> None:
         f"{lat256 * 1e3:.2f}",
     )
     if not args.no_stream and type(model).init_state is not Recommender.init_state:
-        long_model = build(cls, args, 1024, args.items).to(device).eval()
+        long_model = build_model(cls, args, 1024, args.items).to(device).eval()
         for n in (50, 200, 1000):
             hist = torch.randint(1, args.items + 1, (n,), device=device)
             state = long_model.init_state(hist[:-1])
@@ -233,7 +200,7 @@ def ml1m_epoch(name: str, args, device) -> float:
     cls = registry.get("models", name)
     model_opts = {
         k: v
-        for k, v in build(cls, args, args.max_len, 10).options.model_dump().items()
+        for k, v in build_model(cls, args, args.max_len, 10).options.model_dump().items()
         if k in ("dim", "blocks", "layers", "heads", "max_len", "chunk_size")
     }
     recipe = load_recipe(

@@ -15,22 +15,11 @@ import argparse
 import time
 
 import torch
+from benchtools import build_model, sync
 from torch.profiler import ProfilerActivity, profile
 
 from seqrec_core.plugins import load_plugins
 from seqrec_core.train import LossStep, build_optimizer
-
-ARCH = {"dim": ("dim",), "blocks": ("blocks", "layers"), "heads": ("heads",)}
-
-
-def build(cls, args):
-    fields = cls.Options.model_fields
-    opts = {"max_len": args.max_len} if "max_len" in fields else {}
-    for key, names in ARCH.items():
-        for name in names:
-            if name in fields:
-                opts[name] = getattr(args, key)
-    return cls(cls.Options(**opts), args.items)
 
 
 def main() -> None:
@@ -56,14 +45,9 @@ def main() -> None:
         profile_model(name, registry, args, device, loss_cfg, opt_cfg)
 
 
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def profile_model(name, registry, args, device, loss_cfg, opt_cfg) -> None:
     torch.manual_seed(0)
-    model = build(registry.get("models", name), args).to(device).train()
+    model = build_model(registry.get("models", name), args).to(device).train()
     opt = build_optimizer(opt_cfg, model, device)
     step = LossStep(model, loss_cfg, model.encode, None)
     seqs = torch.randint(1, args.items + 1, (args.batch, args.max_len + 1), device=device)

@@ -23,46 +23,15 @@ memory and the speed-up over plain.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from benchtools import build_model, timed
 from rich.console import Console
 from rich.table import Table
 
 from seqrec_core.losses import full_ce, fused_ce
 from seqrec_core.plugins import load_plugins
 from seqrec_core.train import GraphStep, LossStep, build_optimizer
-
-ARCH = {"dim": ("dim",), "blocks": ("blocks", "layers"), "heads": ("heads",)}
-
-
-def build(cls, args):
-    fields = cls.Options.model_fields
-    opts = {"max_len": args.max_len} if "max_len" in fields else {}
-    for key, names in ARCH.items():
-        for name in names:
-            if name in fields:
-                opts[name] = getattr(args, key)
-    return cls(cls.Options(**opts), args.items)
-
-
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, warmup: int, repeat: int) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -117,7 +86,7 @@ def main(argv=None) -> list[dict]:
 
 def bench(name, cls, args, device, amp) -> list[dict]:
     torch.manual_seed(0)
-    model = build(cls, args).to(device).train()
+    model = build_model(cls, args).to(device).train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     opt_cfg = type(
         "Opt", (), {"optimizer": "adamw", "lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0}
