@@ -3,8 +3,10 @@ works because Python puts a script's folder on ``sys.path``)."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -47,3 +49,33 @@ def timed(fn, device: torch.device, warmup: int = 3, repeat: int = 10) -> float:
         sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+#: The optimizer settings every step benchmark uses (``build_optimizer``'s fields).
+ADAMW = SimpleNamespace(optimizer="adamw", lr=1e-3, betas=(0.9, 0.98), weight_decay=0.0)
+
+
+def add_size_args(p: argparse.ArgumentParser, models: list[str] | None = None) -> None:
+    """The model / batch size arguments shared by the step benchmarks (the issue's
+    reference configuration by default: d=256, 4 blocks, 4 heads, B=128, L=200,
+    10.7k items)."""
+    p.add_argument("--models", nargs="*", default=models)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--blocks", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--max-len", type=int, default=200)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--items", type=int, default=10_700)
+
+
+def random_batch(model: Any, args: Any, device: torch.device):
+    """A random ``[batch, max_len]`` training batch for ``model``'s objective:
+    ``(inputs, labels, sel, targets)`` — labels shaped like inputs (0 = none),
+    ``sel`` the supervised positions and ``targets = labels[sel]``."""
+    seqs = torch.randint(1, args.items + 1, (args.batch, args.max_len + 1), device=device)
+    if model.objective == "masked":
+        inputs, labels = model.mask_batch(seqs[:, 1:])
+    else:
+        inputs, labels = seqs[:, :-1], seqs[:, 1:]
+    sel = labels != 0
+    return inputs, labels, sel, labels[sel]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from benchtools import build_model, timed
+from benchtools import ADAMW, add_size_args, build_model, timed
 from rich.console import Console
 from rich.table import Table
 
@@ -38,13 +38,7 @@ from seqrec_core.train import build_optimizer
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="*", default=None)
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--blocks", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--max-len", type=int, default=200)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--items", type=int, default=10_700)
+    add_size_args(p)
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeat", type=int, default=20)
@@ -98,11 +92,7 @@ def bench_model(name, cls, args, device, amp, table, stream) -> None:
     torch.manual_seed(0)
     model = build_model(cls, args, args.max_len, args.items).to(device)
     opt = build_optimizer(
-        type(
-            "Cfg",
-            (),
-            {"optimizer": "adamw", "lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0},
-        )(),
+        ADAMW,
         model,
         device,
     )

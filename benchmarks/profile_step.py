@@ -15,7 +15,7 @@ import argparse
 import time
 
 import torch
-from benchtools import build_model, sync
+from benchtools import ADAMW, add_size_args, build_model, random_batch, sync
 from torch.profiler import ProfilerActivity, profile
 
 from seqrec_core.plugins import load_plugins
@@ -24,13 +24,7 @@ from seqrec_core.train import LossStep, build_optimizer
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="*", default=["sasrec", "xlstm"])
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--blocks", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--max-len", type=int, default=200)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--items", type=int, default=10_700)
+    add_size_args(p, models=["sasrec", "xlstm"])
     p.add_argument("--loss", default="ce")
     p.add_argument("--plain", action="store_true", help="plain CE instead of the fused one")
     p.add_argument("--rows", type=int, default=25)
@@ -38,11 +32,8 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     registry = load_plugins()
     loss_cfg = type("Loss", (), {"name": args.loss, "fused": not args.plain, "negatives": 1})()
-    opt_cfg = type(
-        "Cfg", (), {"optimizer": "adamw", "lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0}
-    )()
     for name in args.models:
-        profile_model(name, registry, args, device, loss_cfg, opt_cfg)
+        profile_model(name, registry, args, device, loss_cfg, ADAMW)
 
 
 def profile_model(name, registry, args, device, loss_cfg, opt_cfg) -> None:
@@ -50,13 +41,7 @@ def profile_model(name, registry, args, device, loss_cfg, opt_cfg) -> None:
     model = build_model(registry.get("models", name), args).to(device).train()
     opt = build_optimizer(opt_cfg, model, device)
     step = LossStep(model, loss_cfg, model.encode, None)
-    seqs = torch.randint(1, args.items + 1, (args.batch, args.max_len + 1), device=device)
-    if model.objective == "masked":
-        inputs, labels = model.mask_batch(seqs[:, 1:])
-    else:
-        inputs, labels = seqs[:, :-1], seqs[:, 1:]
-    sel = labels != 0
-    targets = labels[sel]
+    inputs, _, sel, targets = random_batch(model, args, device)
 
     def one():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

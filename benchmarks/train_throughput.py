@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from benchtools import build_model, timed
+from benchtools import ADAMW, add_size_args, build_model, random_batch, timed
 from rich.console import Console
 from rich.table import Table
 
@@ -36,13 +36,7 @@ from seqrec_core.train import GraphStep, LossStep, build_optimizer
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="*", default=None)
-    p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--blocks", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--max-len", type=int, default=200)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--items", type=int, default=10_700)
+    add_size_args(p)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd encoders")
@@ -88,16 +82,7 @@ def bench(name, cls, args, device, amp) -> list[dict]:
     torch.manual_seed(0)
     model = build_model(cls, args).to(device).train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    opt_cfg = type(
-        "Opt", (), {"optimizer": "adamw", "lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0}
-    )()
-    seqs = torch.randint(1, args.items + 1, (args.batch, args.max_len + 1), device=device)
-    if model.objective == "masked":
-        inputs, labels = model.mask_batch(seqs[:, 1:])
-    else:
-        inputs, labels = seqs[:, :-1], seqs[:, 1:]
-    sel = labels != 0
-    targets = labels[sel]
+    inputs, labels, sel, targets = random_batch(model, args, device)
     tokens = int(targets.numel())
     dense = torch.where(sel, labels, 0)  # every position, 0 = no target (the graph's input)
     variants = [("plain", full_ce, model.encode), ("seqrec eager", fused_ce, model.encode)]
@@ -111,7 +96,7 @@ def bench(name, cls, args, device, amp) -> list[dict]:
     rows, base = [], None
     for label, loss_fn, encode in variants:
         model.load_state_dict(state)
-        opt = build_optimizer(opt_cfg, model, device)
+        opt = build_optimizer(ADAMW, model, device)
         if loss_fn is None:  # the trainer's default step on CUDA
             loss_cfg = type("Loss", (), {"name": "ce", "fused": True})()
             graph = GraphStep(LossStep(model, loss_cfg, encode, None), *inputs.shape, device, amp)
