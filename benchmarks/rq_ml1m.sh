@@ -11,7 +11,10 @@
 #   rq2_runs.tgz   every cell's metrics/buckets/cost JSON (untar at the repo root, then
 #                  `seqrec sweep recipes/sweeps/rq2_ml1m.yaml --report-only` rebuilds the report)
 #   reports.tgz    reports/rq2_length_dim and reports/rq4_geometry as written here
-# RQ4 analyses the max_len 200 / dim 64 checkpoints of the models and seeds that exist.
+#   rq4_ckpts.tgz  the max_len 200 / dim 64 checkpoints (RQ4's input), to analyse elsewhere
+# RQ4 analyses the max_len 200 / dim 64 checkpoints of the models and seeds that exist
+# (GEOMETRY=0 skips it here). LIMIT=<seconds> stops the sweep after that long and still
+# packs what finished (a rerun resumes).
 set -euo pipefail
 DATA=${1:?usage: bash benchmarks/rq_ml1m.sh path/to/ml-1m.txt}
 JOBS=${JOBS:-16}
@@ -21,12 +24,15 @@ mkdir -p "$OUT"
 
 only=()
 [[ -n "${ONLY:-}" ]] && only=(--only "$ONLY")
-$SEQREC sweep recipes/sweeps/rq2_ml1m.yaml --jobs "$JOBS" --keep-going \
+limit=()
+[[ -n "${LIMIT:-}" ]] && limit=(timeout -s INT "$LIMIT")
+"${limit[@]}" $SEQREC sweep recipes/sweeps/rq2_ml1m.yaml --jobs "$JOBS" --keep-going \
   -o "dataset.path=$DATA" "${only[@]}" || echo "some cells failed: see reports/rq2_length_dim/logs"
 
 shopt -s nullglob
 ckpts=(checkpoints/sweeps/rq2_ml1m/*-max_len200-dim64-seed*/best.safetensors)
-if ((${#ckpts[@]})); then
+((${#ckpts[@]})) && tar czf "$OUT/rq4_ckpts.tgz" "${ckpts[@]}"
+if ((${#ckpts[@]})) && [[ "${GEOMETRY:-1}" != 0 ]]; then
   $SEQREC analyze geometry "${ckpts[@]}" --out reports/rq4_geometry --tsne-max 3000
 fi
 jsons=(runs/sweeps/rq2_ml1m/*/metrics.json runs/sweeps/rq2_ml1m/*/buckets.json
