@@ -5,11 +5,12 @@
 #   bash benchmarks/rq_ml1m.sh ../shared/data/ml-1m-sasrec/ml-1m.txt        # everything
 #   JOBS=16 ONLY=sasrec OUT=/tmp/out bash benchmarks/rq_ml1m.sh data/ml-1m.txt
 #
-# JOBS: training processes side by side (spread over the visible GPUs; d=64 runs share a GPU
-# well), ONLY: run the cells whose name contains it (e.g. one model per call on a time-limited
-# machine), OUT: where the portable results go:
-#   rq2_runs.tgz   every cell's metrics/buckets/cost JSON (untar at the repo root, then
-#                  `seqrec sweep recipes/sweeps/rq2_ml1m.yaml --report-only` rebuilds the report)
+# JOBS: cells trained side by side, one process each (spread over the visible GPUs; d=64
+# runs share a GPU well), ONLY: run the cells whose name contains it (e.g. one model per
+# call on a time-limited machine), OUT: where the portable results go:
+#   rq2_runs.tgz   every cell's metrics/buckets/cost JSON and events.jsonl (epoch times);
+#                  untar at the repo root, then `seqrec sweep recipes/sweeps/rq2_ml1m.yaml
+#                  --report-only` rebuilds the report
 #   reports.tgz    reports/rq2_length_dim and reports/rq4_geometry as written here
 #   rq4_ckpts.tgz  the max_len 200 / dim 64 checkpoints (RQ4's input), to analyse elsewhere
 # RQ4 analyses the max_len 200 / dim 64 checkpoints of the models and seeds that exist
@@ -27,7 +28,7 @@ only=()
 limit=()
 [[ -n "${LIMIT:-}" ]] && limit=(timeout -s INT "$LIMIT")
 "${limit[@]}" $SEQREC sweep recipes/sweeps/rq2_ml1m.yaml --jobs "$JOBS" --keep-going \
-  -o "dataset.path=$DATA" "${only[@]}" || echo "some cells failed: see reports/rq2_length_dim/logs"
+  -o "dataset.path=$DATA" "${only[@]}" || echo "some cells failed: see reports/rq2_length_dim/logs/<cell>.log"
 
 shopt -s nullglob
 ckpts=(checkpoints/sweeps/rq2_ml1m/*-max_len200-dim64-seed*/best.safetensors)
@@ -36,7 +37,7 @@ if ((${#ckpts[@]})) && [[ "${GEOMETRY:-1}" != 0 ]]; then
   $SEQREC analyze geometry "${ckpts[@]}" --out reports/rq4_geometry --tsne-max 3000
 fi
 jsons=(runs/sweeps/rq2_ml1m/*/metrics.json runs/sweeps/rq2_ml1m/*/buckets.json
-       runs/sweeps/rq2_ml1m/*/cost.json)
+       runs/sweeps/rq2_ml1m/*/cost.json runs/sweeps/rq2_ml1m/*/events.jsonl)
 ((${#jsons[@]})) && tar czf "$OUT/rq2_runs.tgz" "${jsons[@]}"
 reports=(reports/rq2_length_dim reports/rq4_geometry)
 tar czf "$OUT/reports.tgz" --ignore-failed-read "${reports[@]}" 2>/dev/null || true

@@ -196,26 +196,57 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.report_dir:
         sweep.report_dir = Path(args.report_dir)
     console = Console(stderr=True, quiet=args.quiet)
-    shard_codes: list[int] = []
-    if args.jobs > 1 and not (args.shard or args.dry_run or args.report_only):
-        from seqrec_core.research.sweep import launch_shards, visible_gpus
+    failed_cells: dict[str, int] = {}
+    pooled = args.jobs > 1 and not (args.shard or args.cell or args.dry_run or args.report_only)
+    if pooled:
+        from seqrec_core.research.sweep import (
+            cell_recipe,
+            cell_state,
+            exit_text,
+            expand,
+            launch_cells,
+            select,
+            visible_gpus,
+        )
 
         gpus = [g for g in args.gpus.split(",") if g] if args.gpus else visible_gpus()
+        todo = [
+            c.name
+            for c in select(expand(sweep), args.only)
+            if cell_state(cell_recipe(sweep, c, registry)) != "finished"
+        ]
         passed = [x for o in args.override for x in ("-o", o)]
-        passed += [x for o in args.only for x in ("--only", o)]
-        passed += ["--keep-going"] if args.keep_going else []
+        passed += ["--quiet"] if args.quiet else []
         log_dir = sweep.report_dir / "logs"
         console.print(
-            f"sweep {sweep.name}: {args.jobs} processes"
+            f"sweep {sweep.name}: {len(todo)} cells to run, {args.jobs} at a time"
             + (f" on GPUs {', '.join(gpus)}" if gpus else "")
-            + f"; their output: {log_dir}/shard-<i>.log"
+            + f"; their output: {log_dir}/<cell>.log"
         )
-        shard_codes = launch_shards(
-            args.file, args.jobs, log_dir, passed, gpus, [x for p in args.plugin for x in ("-p", p)]
-        )
-        for i, code in enumerate(shard_codes):
+        done = [0]
+
+        def report(name: str, code: int) -> None:
+            done[0] += 1
             if code:
-                console.print(f"[red]shard {i} exited with {code}[/]: see {log_dir}/shard-{i}.log")
+                console.print(
+                    f"[red]cell {name} {exit_text(code)}[/] ({done[0]}/{len(todo)}): "
+                    f"see {log_dir}/{name}.log"
+                )
+            else:
+                console.print(f"cell {name} done ({done[0]}/{len(todo)})")
+
+        codes = launch_cells(
+            args.file,
+            todo,
+            args.jobs,
+            log_dir,
+            passed,
+            gpus,
+            [x for p in args.plugin for x in ("-p", p)],
+            keep_going=args.keep_going,
+            on_exit=report,
+        )
+        failed_cells = {name: code for name, code in codes.items() if code}
     outcome = run_sweep(
         sweep,
         registry,
@@ -223,12 +254,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         only=args.only,
         dry_run=args.dry_run,
         keep_going=args.keep_going,
-        run_cells=not args.report_only and not shard_codes,
+        run_cells=not args.report_only and not pooled,
         shard=_shard(args.shard) if args.shard else None,
+        names=args.cell,
     )
-    if not args.dry_run and not args.shard:
+    if not args.dry_run and not args.shard and not args.cell:
         Console().print(f"{sweep.report_dir}/README.md")
-    return 1 if outcome.failed or any(shard_codes) else 0
+    return 1 if outcome.failed or failed_cells else 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -468,9 +500,13 @@ def _add_research_parsers(sub) -> None:
         "follow with --report-only)",
     )  # fmt: skip
     sweep.add_argument(
+        "--cell", action="append", default=[], metavar="NAME",
+        help="run only the cell of exactly this name (repeatable; no report)",
+    )  # fmt: skip
+    sweep.add_argument(
         "--jobs", type=int, default=1, metavar="N",
-        help="run the cells in N processes side by side (shards), then write the report; "
-        "on GPUs the processes are spread over --gpus",
+        help="run the unfinished cells N at a time, one process per cell (a crash loses "
+        "that cell only), then write the report; on GPUs the processes are spread over --gpus",
     )  # fmt: skip
     sweep.add_argument(
         "--gpus", metavar="IDS",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import yaml
@@ -221,24 +222,85 @@ def test_cli_dry_run_and_only(tmp_path, registry, monkeypatch, capsys):
     assert not (tmp_path / "runs" / "t-dim8-seed1").exists()
 
 
-def test_cli_jobs_runs_shard_processes_then_one_report(tmp_path, monkeypatch, capsys):
+def test_cli_jobs_runs_one_process_per_cell_then_one_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     path = write_sweep(tmp_path, grid={"model.dim": [8, 16]}, seeds=[1, 2])
+    # One cell finished beforehand: the pool starts only the other three.
+    assert seqrec_core.cli.main(["sweep", path, "--cell", "t-dim8-seed1", "--quiet"]) == 0
+    assert not (tmp_path / "report").exists()  # a --cell run writes no report
     code = seqrec_core.cli.main(["sweep", path, "--jobs", "2", "--gpus", "", "--only", "dim"])
     assert code == 0, capsys.readouterr().err
-    logs = sorted((tmp_path / "report" / "logs").glob("shard-*.log"))
-    assert [p.name for p in logs] == ["shard-0.log", "shard-1.log"]
-    # The cells were split between the shard processes; the parent ran none.
-    texts = [p.read_text() for p in logs]
-    assert all("2 ran, 0 already finished, 0 failed (shard: no report)" in t for t in texts)
+    logs = sorted(p.name for p in (tmp_path / "report" / "logs").glob("*.log"))
+    assert logs == ["t-dim16-seed1.log", "t-dim16-seed2.log", "t-dim8-seed2.log"]
+    for name in logs:
+        text = (tmp_path / "report" / "logs" / name).read_text()
+        assert "1 ran, 0 already finished, 0 failed (part: no report)" in text
     ran = ("t-dim8-seed1", "t-dim8-seed2", "t-dim16-seed1", "t-dim16-seed2")
     for cell in ran:
         status = json.loads((tmp_path / "runs" / cell / "metrics.json").read_text())["status"]
         assert status in ("completed", "early_stopped")
     assert len(list(csv.DictReader((tmp_path / "report" / "cells.csv").open()))) == 4
     assert "0 ran, 4 already finished" in capsys.readouterr().err
+
+
+def test_cell_pool_survives_a_crashing_cell(tmp_path, monkeypatch):
+    """A cell whose process dies (here: killed by SIGABRT, as a compiler assertion
+    does) loses that cell only; with keep_going the others still run."""
+    import signal
+    import sys
+
+    from seqrec_core.research import sweep as sweep_mod
+
+    script = tmp_path / "fake.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "name = sys.argv[sys.argv.index('--cell') + 1]\n"
+        "open(os.path.join(sys.argv[1], name + '.ran'), 'w').close()\n"
+        "if name == 'bad':\n"
+        "    os.kill(os.getpid(), signal.SIGABRT)\n"
+        "sys.exit(3 if name == 'fails' else 0)\n"
+    )
+    import subprocess  # launch_cells imports it when called: patch the module's Popen
+
+    popen = subprocess.Popen
+
+    def fake_popen(cmd, **kw):
+        # [python, -m, seqrec_core, sweep, FILE, --cell, NAME, ...] -> the fake script
+        return popen([sys.executable, str(script), str(tmp_path), *cmd[5:]], **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", fake_popen)
+    seen = []
+    codes = sweep_mod.launch_cells(
+        "unused.yaml",
+        ["a", "bad", "b", "fails", "c"],
+        2,
+        tmp_path / "logs",
+        keep_going=True,
+        poll_s=0.01,
+        on_exit=lambda name, code: seen.append(name),
+    )
+    assert codes == {"a": 0, "bad": -signal.SIGABRT, "b": 0, "fails": 3, "c": 0}
+    assert sorted(seen) == sorted(codes)
+    assert sorted(p.stem for p in tmp_path.glob("*.ran")) == ["a", "b", "bad", "c", "fails"]
+    assert sweep_mod.exit_text(-signal.SIGABRT) == "was killed by SIGABRT"
+    assert sweep_mod.exit_text(3) == "exited with 3"
+
+    # Without keep_going no new cell starts after the first failure.
+    for p in tmp_path.glob("*.ran"):
+        p.unlink()
+    codes = sweep_mod.launch_cells(
+        "unused.yaml", ["bad", "a", "b", "c"], 1, tmp_path / "logs", poll_s=0.01
+    )
+    assert codes == {"bad": -signal.SIGABRT}
+    assert [p.stem for p in tmp_path.glob("*.ran")] == ["bad"]
+
+
+def test_cell_names_must_exist(tmp_path, registry):
+    path = write_sweep(tmp_path, grid={"model.dim": [8]}, seeds=[1])
+    with pytest.raises(SeqrecError, match="--cell t-dim9-seed1: no such cell"):
+        run_sweep(load_sweep(path), registry, Console(quiet=True), names=["t-dim9-seed1"])
 
 
 def test_aggregate_mean_and_population_std():
@@ -252,3 +314,19 @@ def test_aggregate_mean_and_population_std():
     assert table[0]["NDCG@10_std"] == pytest.approx(0.1)
     assert table[0]["seeds"] == 2 and table[1]["seeds"] == 1
     assert "seed" not in table[0]
+
+
+def test_run_cost_without_events_uses_mean_epoch_time(tmp_path):
+    from seqrec_core.research.cost import run_cost
+
+    (tmp_path / "metrics.json").write_text(
+        json.dumps(
+            {"status": "early_stopped", "best_epoch": 6, "epochs_run": 8, "total_time": 40.0}
+        )
+    )
+    cost = run_cost(tmp_path)
+    assert cost["epochs"] == 8 and cost["best_epoch"] == 6
+    assert cost["epoch_s"] == pytest.approx(5.0)
+    assert cost["time_to_best_s"] == pytest.approx(30.0)
+    assert cost["total_s"] == pytest.approx(40.0)
+    assert math.isnan(cost["tokens_per_s"])

@@ -67,7 +67,9 @@ def _median(values: list[float]) -> float:
 
 
 def run_cost(run_dir: Path) -> dict[str, float]:
-    """Cost numbers of a run from its ``events.jsonl`` and ``metrics.json``."""
+    """Cost numbers of a run from its ``events.jsonl`` and ``metrics.json``.
+    Without events, epoch time and time to best come from ``total_time`` /
+    ``epochs_run`` (per-epoch train time and tokens/s are then unknown)."""
     events = read_events(run_dir / EVENTS_FILE)
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -91,6 +93,22 @@ def run_cost(run_dir: Path) -> dict[str, float]:
         for g in (e.get("gpu") or [])
         if g.get("memory_used") is not None
     ]
+    if not ordered and metrics.get("epochs_run"):
+        # events.jsonl missing (e.g. only the JSON files were copied off a GPU
+        # machine): epoch and time-to-best from the run's mean epoch time.
+        run_epochs = int(metrics["epochs_run"])
+        mean = total / run_epochs if run_epochs else math.nan
+        return {
+            "params": params,
+            "epochs": float(run_epochs),
+            "best_epoch": float(best),
+            "epoch_train_s": math.nan,
+            "epoch_s": mean,
+            "time_to_best_s": mean * best,
+            "total_s": total,
+            "tokens_per_s": math.nan,
+            "gpu_mem_nvml_gib": math.nan,
+        }
     return {
         "params": params,
         "epochs": float(len(ordered)),

@@ -329,11 +329,23 @@ class SweepOutcome:
 
 
 def select(
-    cells: list[Cell], only: Sequence[str] = (), shard: tuple[int, int] | None = None
+    cells: list[Cell],
+    only: Sequence[str] = (),
+    shard: tuple[int, int] | None = None,
+    names: Sequence[str] = (),
 ) -> list[Cell]:
-    """Cells whose name contains one of ``only`` (all if empty); with ``shard``
-    ``(i, n)`` every ``n``-th of those, starting at the ``i``-th."""
+    """Cells whose name contains one of ``only`` (all if empty) and, if
+    ``names`` are given, is one of them exactly; with ``shard`` ``(i, n)``
+    every ``n``-th of those, starting at the ``i``-th."""
+    if names:
+        unknown = sorted(set(names) - {c.name for c in cells})
+        if unknown:
+            raise SeqrecError(
+                f"--cell {unknown[0]}: no such cell in this sweep (see --dry-run for the names)"
+            )
     chosen = [c for c in cells if not only or any(s in c.name for s in only)]
+    if names:
+        chosen = [c for c in chosen if c.name in names]
     if shard is not None:
         i, n = shard
         if not 0 <= i < n:
@@ -351,6 +363,7 @@ def run_sweep(
     keep_going: bool = False,
     run_cells: bool = True,
     shard: tuple[int, int] | None = None,
+    names: Sequence[str] = (),
 ) -> SweepOutcome:
     """Run the sweep's unfinished cells, then write its report folder (not for a
     ``shard``: several shards run side by side; a ``--report-only`` pass after
@@ -358,7 +371,8 @@ def run_sweep(
     from seqrec_core.run import run_recipe
 
     console = console or Console(stderr=True)
-    cells = select(expand(sweep), only, shard)
+    part = shard is not None or bool(names)  # one process among several: no report
+    cells = select(expand(sweep), only, shard, names)
     outcome = SweepOutcome(cells)
     recipes = {c.name: cell_recipe(sweep, c, registry) for c in cells}
     plan = Table(title=f"sweep {sweep.name}: {len(cells)} cells")
@@ -397,12 +411,12 @@ def run_sweep(
             post(recipe, console)
     outcome.rows, outcome.metrics = collect(sweep, cells, recipes)
     outcome.table = aggregate(outcome.rows, sweep.columns)
-    if shard is None:
+    if not part:
         outcome.files = write_sweep_report(sweep, outcome)
     console.print(
         f"sweep {sweep.name}: {len(outcome.ran)} ran, {len(outcome.skipped)} already finished, "
         f"{len(outcome.failed)} failed"
-        + (f"; results in {sweep.report_dir}/" if shard is None else " (shard: no report)")
+        + (f"; results in {sweep.report_dir}/" if not part else " (part: no report)")
     )
     return outcome
 
@@ -420,38 +434,76 @@ def visible_gpus() -> list[str]:
     return ids or [str(i) for i in range(torch.cuda.device_count())]
 
 
-def launch_shards(
+def launch_cells(
     file: str | Path,
+    names: Sequence[str],
     jobs: int,
     log_dir: Path,
     args: Sequence[str] = (),
     gpus: Sequence[str] = (),
     global_args: Sequence[str] = (),
-) -> list[int]:
-    """Run a sweep as ``jobs`` processes side by side: process ``i`` is
-    ``seqrec sweep FILE --shard i/jobs ARGS`` with ``CUDA_VISIBLE_DEVICES``
-    set to ``gpus[i % len(gpus)]`` when GPUs are given (several processes share a
-    GPU: small models leave most of one idle). Each one's output goes to
-    ``log_dir/shard-<i>.log``. Returns their exit codes, in shard order."""
+    keep_going: bool = False,
+    poll_s: float = 0.2,
+    on_exit: Any = None,
+) -> dict[str, int]:
+    """Run the cells ``names`` with at most ``jobs`` processes side by side, one
+    process per cell: ``seqrec sweep FILE --cell NAME ARGS``, its output in
+    ``log_dir/<name>.log``. Slot ``i`` runs on ``gpus[i % len(gpus)]``
+    (``CUDA_VISIBLE_DEVICES``) when GPUs are given: several processes share a
+    GPU, as small models leave most of one idle. A process that crashes (a
+    kernel fault, an abort, a kill) loses its cell only, and the next cell
+    starts in its slot. Without ``keep_going`` no new cell starts after a
+    failure (running ones finish). Returns each started cell's exit code
+    (negative: killed by that signal); ``on_exit(name, code)`` is called as
+    each one ends."""
     import os
     import subprocess
     import sys
+    import time
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for i in range(jobs):
-        cmd = [sys.executable, "-m", "seqrec_core", *global_args, "sweep", str(file)]
-        cmd += ["--shard", f"{i}/{jobs}", *args]
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpus[i % len(gpus)])
-        log = open(log_dir / f"shard-{i}.log", "w", encoding="utf-8")  # noqa: SIM115
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
-    codes = []
-    for proc, log in procs:
-        codes.append(proc.wait())
-        log.close()
+    pending = list(names)
+    running: dict[int, tuple[str, subprocess.Popen, Any]] = {}
+    codes: dict[str, int] = {}
+    stop = False
+    while running or (pending and not stop):
+        for slot in range(jobs):
+            if slot in running or not pending or stop:
+                continue
+            name = pending.pop(0)
+            cmd = [sys.executable, "-m", "seqrec_core", *global_args, "sweep", str(file)]
+            cmd += ["--cell", name, *args]
+            env = dict(os.environ)
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = str(gpus[slot % len(gpus)])
+            log = open(log_dir / f"{name}.log", "w", encoding="utf-8")  # noqa: SIM115
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            running[slot] = (name, proc, log)
+        time.sleep(poll_s)
+        for slot, (name, proc, log) in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            log.close()
+            del running[slot]
+            codes[name] = code
+            if on_exit is not None:
+                on_exit(name, code)
+            if code and not keep_going:
+                stop = True
     return codes
+
+
+def exit_text(code: int) -> str:
+    """``exited with 1`` / ``was killed by SIGABRT`` for a process's return code."""
+    import signal
+
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with {code}"
 
 
 class PostRun:
