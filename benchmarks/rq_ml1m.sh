@@ -12,7 +12,7 @@
 #                  untar at the repo root, then `seqrec sweep recipes/sweeps/rq2_ml1m.yaml
 #                  --report-only` rebuilds the report
 #   reports.tgz    reports/rq2_length_dim and reports/rq4_geometry as written here
-#   rq4_ckpts.tgz  the max_len 200 / dim 64 checkpoints (RQ4's input), to analyse elsewhere
+#   rq4_ckpts.tgz  the max_len 200 / dim 64 checkpoints and their histories (RQ4's input)
 # RQ4 analyses the max_len 200 / dim 64 checkpoints of the models and seeds that exist
 # (GEOMETRY=0 skips it here). LIMIT=<seconds> stops the sweep after that long and still
 # packs what finished (a rerun resumes).
@@ -32,7 +32,8 @@ limit=()
 
 shopt -s nullglob
 ckpts=(checkpoints/sweeps/rq2_ml1m/*-max_len200-dim64-seed*/best.safetensors)
-((${#ckpts[@]})) && tar czf "$OUT/rq4_ckpts.tgz" "${ckpts[@]}"
+hists=(checkpoints/sweeps/rq2_ml1m/*-max_len200-dim64-seed*/histories.safetensors)
+((${#ckpts[@]})) && tar czf "$OUT/rq4_ckpts.tgz" "${ckpts[@]}" "${hists[@]}"
 if ((${#ckpts[@]})) && [[ "${GEOMETRY:-1}" != 0 ]]; then
   $SEQREC analyze geometry "${ckpts[@]}" --out reports/rq4_geometry --tsne-max 3000
 fi

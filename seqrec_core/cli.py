@@ -318,6 +318,7 @@ def cmd_analyze_geometry(args: argparse.Namespace) -> int:
         cuts=args.cuts,
         seed=args.seed,
         log=console.print,
+        data_overrides=args.override if args.override else None,
     )
     table = Table(title="item embedding geometry")
     cols = ["checkpoint", "dims@90%", "TwoNN", "anisotropy", "isotropy (Z ratio)", "hub skewness"]
@@ -563,6 +564,11 @@ def _add_research_parsers(sub) -> None:
         help="popularity bucket cut points (fractions of items)",
     )  # fmt: skip
     geo.add_argument("--seed", type=int, default=0, help="t-SNE seed")
+    geo.add_argument(
+        "-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="without histories.safetensors beside a checkpoint, count item popularity "
+        "from its dataset, loaded with these recipe overrides (e.g. -o dataset.path=...)",
+    )  # fmt: skip
     geo.set_defaults(func=cmd_analyze_geometry)
 
     buckets = asub.add_parser(

@@ -11,6 +11,7 @@ from helpers import model_registry, synthetic_recipe
 from rich.console import Console
 
 import seqrec_sasrec
+from seqrec_core.errors import SeqrecError
 from seqrec_core.research import geometry as g
 from seqrec_core.research.reports import PNG_MAGIC
 from seqrec_core.run import run_recipe
@@ -172,3 +173,18 @@ def test_geometry_measures_of_one_family(monkeypatch, tmp_path):
     top = report.tables[0].titles[int(np.argmax(counts))]
     assert report.neighbours[0]["item"] == top
     assert not (tmp_path / "r" / "tsne_geo-seed1.png").exists()
+
+
+def test_popularity_from_the_dataset_when_no_histories_beside(monkeypatch, tmp_path):
+    registry, ckpts = _train_two_seeds(monkeypatch, tmp_path)
+    bare = tmp_path / "bare" / "best.safetensors"
+    bare.parent.mkdir()
+    shutil.copy(ckpts[0], bare)
+    with_hist = g.load_item_embeddings(ckpts[0], registry)
+    assert g.load_item_embeddings(bare, registry).popularity is None
+    reloaded = g.load_item_embeddings(bare, registry, data_overrides=[])
+    assert "dataset reloaded" in reloaded.note
+    assert np.array_equal(reloaded.popularity, with_hist.popularity)
+    # Another catalogue than the checkpoint's is refused, naming the mismatch.
+    with pytest.raises(SeqrecError):
+        g.load_item_embeddings(bare, registry, data_overrides=["dataset.n_items=41"])

@@ -114,8 +114,32 @@ def popularity_beside(path: Path, ckpt: ckpt_io.Checkpoint) -> tuple[np.ndarray 
     return seqs.train_item_counts(), "popularity: training-part counts (leave-one-out)"
 
 
-def load_item_embeddings(path: str | Path, registry: Any, label: str | None = None):
-    """The item table of a checkpoint (model rebuilt through its plugin)."""
+def popularity_from_dataset(
+    ckpt: ckpt_io.Checkpoint, registry: Any, overrides: Sequence[str]
+) -> tuple[np.ndarray | None, str]:
+    """Training-part item counts from the dataset the checkpoint was trained on,
+    loaded through its stored recipe with ``overrides`` (e.g. the data's path on
+    this machine); the catalogue must be the checkpoint's."""
+    from seqrec_core.data import load_dataset
+    from seqrec_core.recipe import load_recipe
+
+    if "recipe" not in ckpt.meta:
+        return None, "no recipe stored in the checkpoint: popularity unknown"
+    recipe = load_recipe(None, registry, overrides, data=ckpt.meta["recipe"])
+    data = load_dataset(recipe, registry)
+    ckpt_io.check_dataset(ckpt, data)
+    return data.train_item_counts(), "popularity: training-part counts (dataset reloaded)"
+
+
+def load_item_embeddings(
+    path: str | Path,
+    registry: Any,
+    label: str | None = None,
+    data_overrides: Sequence[str] | None = None,
+):
+    """The item table of a checkpoint (model rebuilt through its plugin).
+    Popularity comes from ``histories.safetensors`` beside it or, failing that
+    and with ``data_overrides`` given (possibly empty), from its dataset."""
     path = Path(path)
     ckpt = ckpt_io.load_checkpoint(path)
     if ckpt.meta.get("kind") not in ("best", "last"):
@@ -133,6 +157,8 @@ def load_item_embeddings(path: str | Path, registry: Any, label: str | None = No
         matrix = table().detach().float().cpu().numpy()[1 : n_items + 1]
     ds = ckpt.meta["dataset"]
     popularity, note = popularity_beside(path, ckpt)
+    if popularity is None and data_overrides is not None:
+        popularity, note = popularity_from_dataset(ckpt, registry, data_overrides)
     return ItemEmbeddings(
         label=label or ckpt.meta.get("run") or path.parent.name,
         path=path,
@@ -360,10 +386,12 @@ def analyze_geometry(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     prov: dict | None = None,
+    data_overrides: Sequence[str] | None = None,
 ) -> GeometryReport:
-    """Every measure for every checkpoint; PNGs, tables and README in ``out``."""
+    """Every measure for every checkpoint; PNGs, tables and README in ``out``.
+    ``data_overrides``: see :func:`load_item_embeddings`."""
     log = log or (lambda _msg: None)
-    tables = [load_item_embeddings(p, registry) for p in paths]
+    tables = [load_item_embeddings(p, registry, data_overrides=data_overrides) for p in paths]
     for t, lab in zip(tables, unique_labels([t.label for t in tables]), strict=True):
         t.label = lab
     out.mkdir(parents=True, exist_ok=True)
