@@ -330,3 +330,17 @@ def test_run_cost_without_events_uses_mean_epoch_time(tmp_path):
     assert cost["time_to_best_s"] == pytest.approx(30.0)
     assert cost["total_s"] == pytest.approx(40.0)
     assert math.isnan(cost["tokens_per_s"])
+
+
+def test_hand_written_findings_survive_a_regenerated_readme(tmp_path):
+    from seqrec_core.research.reports import write_readme
+
+    (tmp_path / "FINDINGS.md").write_text("## Findings\n\nH1 held: 0.148 > 0.140.\n")
+    (tmp_path / "results.md").write_text("| a |\n|---|\n| 1 |\n")
+    for _ in range(2):  # the second write must not duplicate or drop it
+        readme = write_readme(tmp_path, "Sweep x", "## Results\n\ntable", [tmp_path / "results.md"])
+    text = readme.read_text()
+    assert text.count("H1 held: 0.148 > 0.140.") == 1
+    assert text.index("## Findings") < text.index("## Results") < text.index("## Files")
+    assert "[FINDINGS.md](FINDINGS.md)" in text
+    assert (tmp_path / "FINDINGS.md").read_text().startswith("## Findings")

@@ -268,3 +268,21 @@ def test_triton_training_steps_at_rq2_sizes_match_native(dim, max_len, tmp_path)
     assert torch.isfinite(tri).all()
     # bf16 kernels on both sides; 30 AdamW steps apart only by rounding.
     assert (tri - nat).abs().max() < 0.05 * nat.abs().max(), (tri, nat)
+
+
+def test_triton_args_are_validated_and_bound_to_the_triton_kernels_only():
+    with pytest.raises(ValueError, match="triton_args"):
+        X.XLSTMOptions(triton_args={"num_warp": 2})
+    args = {"num_warps_intra": 2, "siz_b_DH_parallel": 16}
+    tri = model(kernel="triton", triton_args=args)
+    tri._use_kernels(torch.device("cuda"))  # builds the backends; launches nothing
+    layer = tri.blocks[0].mlstm_layer
+    assert {k: layer.train_backend._train_fn.keywords[k] for k in args} == args
+    bound = layer.inference_backend._inference_fn.keywords["mlstm_chunkwise_kernel"]
+    assert bound.keywords == args
+    native = model(kernel="native", triton_args=args)  # ignored: the native kernels take none
+    native._use_kernels(torch.device("cpu"))
+    keywords = native.blocks[0].mlstm_layer.train_backend._train_fn.keywords
+    assert "num_warps_intra" not in keywords
+    seqs = torch.randint(1, 61, (2, 24))
+    assert torch.isfinite(native.predict(seqs)[:, 1:]).all()  # column 0: padding

@@ -51,6 +51,20 @@ KERNELS = {
 }
 
 
+TritonArg = Literal[
+    "chunk_size_inter",
+    "chunk_size_intra",
+    "siz_b_L_parallel",
+    "siz_b_L_loop",
+    "siz_b_DH_parallel",
+    "siz_b_DH_loop",
+    "num_warps_intra",
+    "num_warps_inter",
+    "num_stages_intra",
+    "num_stages_inter",
+]
+
+
 class XLSTMOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_len: int = Field(200, ge=1, description="most recent items the model reads")
@@ -68,6 +82,12 @@ class XLSTMOptions(BaseModel):
     slstm_backend: Literal["auto", "cuda", "vanilla"] = Field(
         "auto", description="sLSTM backend: auto = CUDA kernel if a GPU is present, else vanilla"
     )
+    triton_args: dict[TritonArg, int] = Field(
+        default_factory=dict,
+        description="launch settings passed to the Triton TFLA chunkwise kernel, e.g. "
+        "{num_warps_intra: 2} (benchmarks/xlstm_kernel_check.py finds safe ones); "
+        "empty = mlstm_kernels' defaults; ignored by the native kernels",
+    )
 
     def model_post_init(self, _ctx) -> None:
         if self.dim % self.heads:
@@ -84,6 +104,25 @@ class XLSTMState:
 
     blocks: list
     length: int
+
+
+def _pass_kernel_args(train, inference, opts: XLSTMOptions) -> None:
+    """Bind ``opts.triton_args`` into the chunkwise kernel calls of both backends
+    (mlstm_kernels builds its call chains in ``mLSTMBackend.__init__``)."""
+    from functools import partial
+
+    args = dict(opts.triton_args)
+    try:
+        train._train_fn = partial(train._train_fn, **args)
+        inference._inference_fn = partial(
+            inference._inference_fn,
+            mlstm_chunkwise_kernel=partial(inference.chunkwise_kernel_fn, **args),
+        )
+    except AttributeError as exc:  # a mlstm_kernels release that builds its calls otherwise
+        raise RuntimeError(
+            f"model.triton_args: this mlstm_kernels version has no {exc.name!r} to bind "
+            "kernel arguments to; remove model.triton_args"
+        ) from None
 
 
 def _mlstm_block(opts: XLSTMOptions):
@@ -193,6 +232,8 @@ class XLSTM(SequentialModel):
             )
             layer.train_backend = mLSTMBackend(mLSTMBackendConfig(mode="train", **common))
             layer.inference_backend = mLSTMBackend(mLSTMBackendConfig(mode="inference", **common))
+            if kind == "triton" and self.options.triton_args:
+                _pass_kernel_args(layer.train_backend, layer.inference_backend, self.options)
             layer.mlstm_backend = layer.train_backend
         self._kernel_device = kind
         log.info(

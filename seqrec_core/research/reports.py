@@ -147,6 +147,9 @@ def write_table(
     return csv, md
 
 
+FINDINGS = "FINDINGS.md"
+
+
 def write_readme(
     folder: Path,
     title: str,
@@ -155,9 +158,15 @@ def write_readme(
     prov: dict[str, Any] | None = None,
 ) -> Path:
     """``folder/README.md``: title, ``body`` (tables, findings), the files of the
-    folder and how they were produced."""
+    folder and how they were produced. A hand-written ``folder/FINDINGS.md``
+    (conclusions, hypotheses held or not) is kept and copied in after the title,
+    so regenerating the report does not lose it."""
     prov = prov or provenance()
     lines = [f"# {title}", ""]
+    findings = folder / FINDINGS
+    if findings.is_file():
+        lines += [findings.read_text(encoding="utf-8").rstrip(), ""]
+        files = [*files, findings]
     if body:
         lines += [body.rstrip(), ""]
     listed = sorted({Path(f).name for f in files})
