@@ -153,7 +153,7 @@ class TrainSection(_Section):
         ge=1,
         description="one process: batches of windows of similar length, cut at their bucket's "
         "width (N evenly spaced widths) so padding is not computed; 1 = off (random batches). "
-        "Trains eagerly (no CUDA graphs) for now",
+        "With train.cuda_graphs: one graph per width, sharing the gradient tensors",
     )
     log_every: int | None = Field(
         None,

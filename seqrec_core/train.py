@@ -265,6 +265,45 @@ def dense_batch(
     return inputs, torch.where(inputs != 0, labels, 0)
 
 
+class SharedGrads:
+    """The ``.grad`` tensors of a model, allocated once and then only zeroed in
+    place, so that several CUDA graphs (one per batch width) and eager steps all
+    accumulate into the same memory, which the (eager) optimizer reads.
+
+    Before the first backward nothing exists: :meth:`zero` sets every ``.grad`` to
+    ``None`` and that backward allocates them outside any graph's memory pool.
+    After it, :meth:`keep` records the tensors the backward produced; from then
+    on :meth:`zero` is one in-place ``_foreach_zero_`` (captured into a graph as a
+    memset) and every backward adds in place (autograd accumulates into an
+    existing ``.grad`` instead of replacing it). Parameters that got no gradient
+    keep ``None``, as in eager training."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.grads: list[torch.Tensor] | None = None
+
+    def zero(self) -> None:
+        if self.grads is None:
+            self.model.zero_grad(set_to_none=True)
+        elif self.grads:
+            torch._foreach_zero_(self.grads)
+
+    def keep(self) -> None:
+        if self.grads is None:
+            self.grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+
+    def check(self) -> None:
+        """Raise if something replaced a kept ``.grad`` (a graph would then write
+        where the optimizer no longer reads)."""
+        if self.grads is None:
+            return
+        now = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if len(now) != len(self.grads) or any(
+            a is not b for a, b in zip(now, self.grads, strict=True)
+        ):
+            raise RuntimeError("a parameter's .grad tensor was replaced after CUDA graph capture")
+
+
 class GraphStep:
     """Forward and backward of a training step replayed from a CUDA graph.
 
@@ -274,18 +313,28 @@ class GraphStep:
     (lazy initialisation, kernel autotuning), the next one captures the graph,
     and from then on a call is one graph launch instead of hundreds of kernel
     launches — the same kernels in the same order, so the numbers are those of
-    the eager step. Gradients are left in the graph's static ``.grad``
-    tensors for the (eager) optimizer step; nothing may set them to ``None``.
-    Dropout draws from the default CUDA generator, which graphs advance on
-    every replay. If capture fails (a model doing host work in ``encode``),
-    :attr:`failed` says why and calls keep running eagerly.
+    the eager step. Gradients go to ``grads`` (:class:`SharedGrads`), which
+    several GraphSteps of different widths (length buckets) share; they are
+    left there for the (eager) optimizer step, and nothing may set them to
+    ``None``. Dropout draws from the default CUDA generator, which graphs
+    advance on every replay. If capture fails (a model doing host work in
+    ``encode``), :attr:`failed` says why and calls keep running eagerly.
     """
 
     WARMUP = 3
 
-    def __init__(self, step: torch.nn.Module, batch: int, width: int, device, amp: bool):
+    def __init__(
+        self,
+        step: torch.nn.Module,
+        batch: int,
+        width: int,
+        device,
+        amp: bool,
+        grads: SharedGrads | None = None,
+    ):
         self.step = step
         self.amp = amp
+        self.grads = grads or SharedGrads(step.model)
         self.inputs = torch.zeros(batch, width, dtype=torch.long, device=device)
         self.targets = torch.zeros_like(self.inputs)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -294,6 +343,7 @@ class GraphStep:
         self.failed: str | None = None
 
     def _forward_backward(self) -> torch.Tensor:
+        self.grads.zero()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             loss = self.step(self.inputs, None, self.targets)
         loss.backward()
@@ -313,20 +363,21 @@ class GraphStep:
         if self.graph is not None:
             self.graph.replay()
             return self.loss
-        self.step.model.zero_grad(set_to_none=True)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off the main stream, as capture wants
             loss = self._forward_backward()
         torch.cuda.current_stream().wait_stream(side)
+        self.grads.keep()
         return loss
 
     def _capture(self) -> None:
-        self.step.model.zero_grad(set_to_none=True)
+        self.grads.keep()  # the warm-up steps allocated them, outside the graph's pool
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
                 self.loss = self._forward_backward()
+            self.grads.check()
         except Exception as exc:  # noqa: BLE001 - any capture failure means: stay eager
             self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             warnings.warn(
@@ -334,7 +385,6 @@ class GraphStep:
                 "set train.cuda_graphs: false to skip the attempt",
                 stacklevel=2,
             )
-            self.step.model.zero_grad(set_to_none=True)
             torch.cuda.synchronize()
             return
         self.graph = graph
@@ -775,20 +825,20 @@ class Trainer:
                     device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 )
 
-        graph_step: GraphStep | None = None
-        # Not with length buckets: graphs of several widths would each own .grad
-        # tensors (a graph captured from None grads allocates them in its pool);
-        # sharing them across graphs is not yet verified on a GPU.
+        # One CUDA graph per batch width (max_len, or each length bucket's), all
+        # accumulating into the same .grad tensors (SharedGrads).
+        graph_steps: dict[int, GraphStep] | None = None
         if (
             trainable
-            and not widths
             and cfg.cuda_graphs
             and self.device.type == "cuda"
             and not world.enabled
             and accum == 1
             and self.recipe.loss.name == "ce"
         ):
-            graph_step = GraphStep(step_module, cfg.batch_size, max_len, self.device, amp)
+            graph_steps = {}
+            shared_grads = SharedGrads(model)
+
         log_every = cfg.log_every or (1 if self.device.type == "cpu" else 20)
         # Dense batches (every position, 0 = no target) need no boolean selection,
         # whose size the host would have to wait for; on CPU that wait is free and
@@ -845,18 +895,24 @@ class Trainer:
             window_start = 0
             for b in range(batches):
                 try:
-                    if graph_step is None:  # a graph's replay overwrites its static grads
+                    if graph_steps is None:  # graph steps zero their shared grads in place
                         optimizer.zero_grad(set_to_none=True)
                     w, parts = width, None
                     if plan is not None:
                         w, idx = plan[b]
                         parts = [idx]
-                    if graph_step is not None:
+                    if graph_steps is not None:
                         (idx,) = parts or step_slices(order, b, cfg.batch_size, world, accum)
                         inputs, targets = dense_batch(
                             model, gather_windows(items, starts[idx], ends[idx], w), dev_gen
                         )
-                        loss_value = graph_step(inputs, targets)
+                        graph = graph_steps.get(inputs.shape[1])
+                        if graph is None:  # first batch of this width: its own graph
+                            graph = graph_steps[inputs.shape[1]] = GraphStep(
+                                step_module, cfg.batch_size, inputs.shape[1], self.device, amp,
+                                shared_grads,
+                            )  # fmt: skip
+                        loss_value = graph(inputs, targets)
                         n_tok = (targets != 0).sum()
                     else:
                         micro = [
@@ -972,7 +1028,7 @@ class Trainer:
                 break
         if self.stopper.should_stop:
             status = "early_stopped"
-        del step_module, graph_step  # drops DDP's hooks and buffers, the graph's memory
+        del step_module, graph_steps  # drops DDP's hooks and buffers, the graphs' memory
 
         # Final numbers come from the best checkpoint (rank 0 reads it, then
         # sends the weights to the others: no shared filesystem needed).

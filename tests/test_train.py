@@ -27,6 +27,7 @@ from seqrec_core.train import (
     EarlyStopping,
     LossStep,
     LRSchedule,
+    SharedGrads,
     Trainer,
     bucket_widths,
     dense_batch,
@@ -735,3 +736,47 @@ def test_training_with_length_buckets(registry, tmp_path):
     assert counter.announced == counter.last_batch == [expected] * 3
     assert rec.epochs[-1]["train_loss"] < rec.epochs[0]["train_loss"]
     assert result.test["NDCG@10"] > 0
+
+
+def test_shared_grads_accumulate_in_place_across_widths_like_eager_steps(registry, tmp_path):
+    """What lets several CUDA graphs (one per length bucket) share gradients: after
+    the first backward the .grad tensors are only zeroed in place, every later
+    backward — of any width — adds into the same memory, and the values are those
+    of eager steps that start from fresh (None) gradients."""
+    recipe = make_recipe(registry, tmp_path)
+    data = load_dataset(recipe, registry)
+    width = recipe.model_options.max_len + 1
+    starts, ends = (torch.from_numpy(a) for a in window_bounds(data, width, "last"))
+    items = torch.from_numpy(data.items)
+    torch.manual_seed(0)
+    model = seqrec_sasrec.SASRec(recipe.model_options, data.n_items).eval()
+    step = LossStep(model, recipe.loss, model.encode, None)
+    batches = [(torch.arange(0, 16), 9), (torch.arange(16, 40), width), (torch.arange(40, 50), 13)]
+
+    def backward(idx, w):
+        inputs, targets = dense_batch(model, gather_windows(items, starts[idx], ends[idx], w))
+        step(inputs, None, targets).backward()
+
+    expected = []
+    for idx, w in batches:
+        model.zero_grad(set_to_none=True)
+        backward(idx, w)
+        expected.append([p.grad.clone() for p in model.parameters()])
+
+    model.zero_grad(set_to_none=True)
+    shared = SharedGrads(model)
+    pointers = None
+    for (idx, w), want in zip(batches * 2, expected * 2, strict=True):
+        shared.zero()
+        backward(idx, w)
+        shared.keep()
+        shared.check()
+        now = [p.grad.data_ptr() for p in model.parameters()]
+        pointers = pointers or now
+        assert now == pointers  # the same memory every step
+        for got, ref in zip((p.grad for p in model.parameters()), want, strict=True):
+            assert torch.allclose(got, ref, atol=1e-6)
+    first = next(model.parameters())
+    first.grad = torch.zeros_like(first)
+    with pytest.raises(RuntimeError, match="replaced"):
+        shared.check()
