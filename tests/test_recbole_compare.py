@@ -92,11 +92,13 @@ def test_recbole_config_follows_recipe(tmp_path, monkeypatch):
     )
     recipe, _ = bench.seqrec_recipe(args, tmp_path)
     cfg = bench.recbole_config(recipe, tmp_path, "seqdata", "cpu", {"eval_batch_size": 7})
+    m = recipe.model_options
+    assert (m.blocks, m.heads) == (2, 1)
     want = {
-        "hidden_size": 64,
+        "hidden_size": m.dim,  # the recipe's (256 since it was tuned on validation)
         "n_layers": 2,
         "n_heads": 1,
-        "inner_size": 64,
+        "inner_size": m.ffn_factor * m.dim,
         "hidden_dropout_prob": 0.2,
         "attn_dropout_prob": 0.2,
         "MAX_ITEM_LIST_LENGTH": 200,
