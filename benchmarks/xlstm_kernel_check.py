@@ -43,7 +43,12 @@ def parse(argv=None):
     p.add_argument(
         "--variants",
         nargs="+",
-        default=["{}", '{"num_warps_intra": 2}', '{"num_warps_intra": 8}'],
+        default=[
+            "{}",
+            '{"num_warps_intra": 2}',
+            '{"num_warps_intra": 8}',
+            '{"siz_b_DH_parallel": 32, "siz_b_DH_loop": 32}',
+        ],
         help="JSON launch settings for triton_xl_chunk (the xLSTM option model.triton_args)",
     )
     p.add_argument("--batch", type=int, default=128)
