@@ -281,6 +281,16 @@ class SharedGrads:
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self.grads: list[torch.Tensor] | None = None
+        self.users: list[GraphStep] = []  # the graph steps accumulating here
+
+    def reset(self, reason: str) -> None:
+        """Give up graphs altogether: every user's graph is dropped (its replays
+        would write to tensors the optimizer may no longer read) and the next
+        eager backward allocates the gradients afresh."""
+        for user in self.users:
+            user.graph, user.failed = None, user.failed or reason
+        self.grads = None
+        self.model.zero_grad(set_to_none=True)
 
     def zero(self) -> None:
         if self.grads is None:
@@ -335,6 +345,7 @@ class GraphStep:
         self.step = step
         self.amp = amp
         self.grads = grads or SharedGrads(step.model)
+        self.grads.users.append(self)
         self.inputs = torch.zeros(batch, width, dtype=torch.long, device=device)
         self.targets = torch.zeros_like(self.inputs)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -386,6 +397,9 @@ class GraphStep:
                 stacklevel=2,
             )
             torch.cuda.synchronize()
+            # The failed capture may have left .grad tensors allocated in its pool:
+            # drop every graph sharing these gradients and start them afresh.
+            self.grads.reset(self.failed)
             return
         self.graph = graph
 

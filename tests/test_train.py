@@ -25,6 +25,7 @@ from seqrec_core.recommend import load_for_inference
 from seqrec_core.run import run_recipe
 from seqrec_core.train import (
     EarlyStopping,
+    GraphStep,
     LossStep,
     LRSchedule,
     SharedGrads,
@@ -780,3 +781,20 @@ def test_shared_grads_accumulate_in_place_across_widths_like_eager_steps(registr
     first.grad = torch.zeros_like(first)
     with pytest.raises(RuntimeError, match="replaced"):
         shared.check()
+
+
+def test_shared_grads_reset_drops_every_graph_using_them(registry, tmp_path):
+    recipe = make_recipe(registry, tmp_path)
+    data = load_dataset(recipe, registry)
+    model = seqrec_sasrec.SASRec(recipe.model_options, data.n_items)
+    step = LossStep(model, recipe.loss, model.encode, None)
+    shared = SharedGrads(model)
+    steps = [GraphStep(step, 4, w, "cpu", False, shared) for w in (8, 16)]
+    assert shared.users == steps
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    shared.keep()
+    steps[0].graph = object()  # stands for a captured graph
+    shared.reset("capture failed")
+    assert all(s.graph is None and s.failed == "capture failed" for s in steps)
+    assert shared.grads is None and all(p.grad is None for p in model.parameters())
