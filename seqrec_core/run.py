@@ -218,10 +218,11 @@ def _run_recipe(
         trainer = Trainer(recipe, registry, data, seed, name, device, callbacks)
         res = trainer.fit(resume=resume)
         results.append(res)
+        context = _run_context(trainer.model, device)
         distributed.on_main(
-            lambda name=name, res=res: atomic_write_text(
+            lambda name=name, res=res, context=context: atomic_write_text(
                 Path(recipe.output.runs_dir) / name / "metrics.json",
-                json.dumps(_payload(recipe, stats, res), indent=2),
+                json.dumps(_payload(recipe, stats, res) | context, indent=2),
             ),
             f"writing {name}/metrics.json",
         )
@@ -259,6 +260,21 @@ def _run_recipe(
         show_samples(console, trainer.model, data, device, samples)
     console.print(f"wrote {run_dir}/summary.json; best model: {results[-1].checkpoint}")
     return result
+
+
+#: How many training runs share this run's device, set by ``seqrec sweep --jobs``
+#: for the processes it starts; recorded so that times are read accordingly.
+CONCURRENT_RUNS_ENV = "SEQREC_CONCURRENT_RUNS"
+
+
+def _run_context(model: Any, device: torch.device) -> dict[str, Any]:
+    """Parameter count, device and how many runs shared it (metrics.json)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    try:
+        shared = max(1, int(os.environ.get(CONCURRENT_RUNS_ENV, "1")))
+    except ValueError:
+        shared = 1
+    return {"params": model.num_parameters(), "device": name, "concurrent_runs": shared}
 
 
 def _payload(recipe: Recipe, stats: dict, res: FitResult | None) -> dict[str, Any]:

@@ -239,8 +239,11 @@ def test_cli_jobs_runs_one_process_per_cell_then_one_report(tmp_path, monkeypatc
         assert "1 ran, 0 already finished, 0 failed (part: no report)" in text
     ran = ("t-dim8-seed1", "t-dim8-seed2", "t-dim16-seed1", "t-dim16-seed2")
     for cell in ran:
-        status = json.loads((tmp_path / "runs" / cell / "metrics.json").read_text())["status"]
-        assert status in ("completed", "early_stopped")
+        metrics = json.loads((tmp_path / "runs" / cell / "metrics.json").read_text())
+        assert metrics["status"] in ("completed", "early_stopped")
+        assert metrics["params"] > 0 and metrics["device"] == "cpu"
+        # the pool's cells shared the machine two at a time; the --cell run did not
+        assert metrics["concurrent_runs"] == (1 if cell == "t-dim8-seed1" else 2)
     assert len(list(csv.DictReader((tmp_path / "report" / "cells.csv").open()))) == 4
     assert "0 ran, 4 already finished" in capsys.readouterr().err
 
@@ -326,6 +329,7 @@ def test_run_cost_without_events_uses_mean_epoch_time(tmp_path):
     )
     cost = run_cost(tmp_path)
     assert cost["epochs"] == 8 and cost["best_epoch"] == 6
+    assert math.isnan(cost["params"]) and math.isnan(cost["concurrent_runs"])  # not recorded
     assert cost["epoch_s"] == pytest.approx(5.0)
     assert cost["time_to_best_s"] == pytest.approx(30.0)
     assert cost["total_s"] == pytest.approx(40.0)

@@ -86,6 +86,9 @@ def run_cost(run_dir: Path) -> dict[str, float]:
             total = float(e.get("total_time") or total)
             params = float(e.get("params", params))
     best = int(metrics.get("best_epoch", 0) or 0)
+    if math.isnan(params) and metrics.get("params") is not None:
+        params = float(metrics["params"])
+    shared = float(metrics.get("concurrent_runs") or math.nan)  # unknown: older runs
     ordered = [epochs[k] for k in sorted(epochs)]
     gpu = [
         g.get("memory_used")
@@ -108,6 +111,7 @@ def run_cost(run_dir: Path) -> dict[str, float]:
             "total_s": total,
             "tokens_per_s": math.nan,
             "gpu_mem_nvml_gib": math.nan,
+            "concurrent_runs": shared,
         }
     return {
         "params": params,
@@ -123,6 +127,7 @@ def run_cost(run_dir: Path) -> dict[str, float]:
         "total_s": total,
         "tokens_per_s": _median([e.get("tokens_per_s") for e in ordered]),
         "gpu_mem_nvml_gib": max(gpu) / GIB if gpu else math.nan,
+        "concurrent_runs": shared,
     }
 
 

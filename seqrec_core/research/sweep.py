@@ -55,6 +55,7 @@ from seqrec_core.research.cost import measure_run, run_cost
 FINISHED = ("completed", "early_stopped")
 LABEL_KEY = "_label"  # in a mapping value of a grid axis: its label in cell names and tables
 COST_COLUMNS = (
+    "concurrent_runs",
     "params",
     "epoch_train_s",
     "time_to_best_s",
@@ -461,6 +462,8 @@ def launch_cells(
     import sys
     import time
 
+    from seqrec_core.run import CONCURRENT_RUNS_ENV
+
     log_dir.mkdir(parents=True, exist_ok=True)
     pending = list(names)
     running: dict[int, tuple[str, subprocess.Popen, Any]] = {}
@@ -475,7 +478,12 @@ def launch_cells(
             cmd += ["--cell", name, *args]
             env = dict(os.environ)
             if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = str(gpus[slot % len(gpus)])
+                gpu = str(gpus[slot % len(gpus)])
+                env["CUDA_VISIBLE_DEVICES"] = gpu
+                sharing = sum(str(gpus[i % len(gpus)]) == gpu for i in range(jobs))
+            else:
+                sharing = jobs
+            env[CONCURRENT_RUNS_ENV] = str(sharing)
             log = open(log_dir / f"{name}.log", "w", encoding="utf-8")  # noqa: SIM115
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
             running[slot] = (name, proc, log)
@@ -710,6 +718,12 @@ def write_sweep_report(sweep: Sweep, outcome: SweepOutcome) -> list[Path]:
     if sweep.spec.cost:
         cost_cols = [c for c in COST_COLUMNS if any(c in r for r in table)]
         cost_md = reports.markdown_table(display_rows(table, keys, cost_cols))
+        if any((r.get("concurrent_runs") or 1) > 1 for r in table):
+            cost_md = (
+                "Some runs shared their GPU with others (`concurrent_runs`, from "
+                "`--jobs`): their times, tokens/s and latencies are not single-run "
+                "speeds.\n\n" + cost_md
+            )
         (out / "cost.md").write_text(cost_md, encoding="utf-8")
         files.append(out / "cost.md")
         sections += ["## Cost", cost_md]
