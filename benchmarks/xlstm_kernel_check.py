@@ -3,14 +3,15 @@
 The RQ2 sweep's xLSTM cells with dim 128 (2 heads: q/k head 32, v head 64) died with
 "illegal memory access" in ``triton_xl_chunk``'s dK backward kernel in most runs, and
 those with dim 256 (q/k 64, v 128) with an LLVM assertion while Triton compiled a
-kernel; dim 64 (16/32) never failed. This script runs forward+backward of each
-chunkwise kernel of ``mlstm_kernels`` at the shapes of seqrec's xLSTM on ML-1M
-(batch 128, 2 heads), repeatedly, each case in its own process (either fault ends
+kernel; dim 64 (16/32) never failed. This script runs forward+backward of
+``mlstm_kernels``' training kernels (the TFLA chunkwise ones, the parallel Triton one
+and a native chunkwise one, for speed) at the shapes of seqrec's xLSTM on ML-1M
+(batch 128, 2 heads, sequence 256 = max_len 200 padded), repeatedly, each case in its own process (either fault ends
 the process that hits it), compares the first step with the native PyTorch kernel,
 and prints one table:
 
     python benchmarks/xlstm_kernel_check.py                      # all cases
-    python benchmarks/xlstm_kernel_check.py --steps 50 --kernels chunkwise--triton_xl_chunk
+    python benchmarks/xlstm_kernel_check.py --steps 50 --kernels chunkwise--triton_xl_chunk --lengths 64 256
     python benchmarks/xlstm_kernel_check.py --variants '{}' '{"num_warps_intra": 2}'
 
 Columns: kernel, launch settings (``--variants``, for ``triton_xl_chunk``: what the
@@ -36,9 +37,14 @@ def parse(argv=None):
     p.add_argument(
         "--kernels",
         nargs="+",
-        default=["chunkwise--triton_xl_chunk", "chunkwise--triton_limit_chunk"],
+        default=[
+            "chunkwise--triton_xl_chunk",
+            "chunkwise--triton_limit_chunk",
+            "parallel--triton_limit_headdim",
+            "chunkwise--native_custbw",
+        ],
     )
-    p.add_argument("--lengths", nargs="+", type=int, default=[64, 256])
+    p.add_argument("--lengths", nargs="+", type=int, default=[256])
     p.add_argument("--chunks", nargs="+", type=int, default=[64])
     p.add_argument(
         "--variants",
@@ -46,7 +52,6 @@ def parse(argv=None):
         default=[
             "{}",
             '{"num_warps_intra": 2}',
-            '{"num_warps_intra": 8}',
             '{"siz_b_DH_parallel": 32, "siz_b_DH_loop": 32}',
         ],
         help="JSON launch settings for triton_xl_chunk (the xLSTM option model.triton_args)",
