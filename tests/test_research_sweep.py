@@ -348,3 +348,14 @@ def test_hand_written_findings_survive_a_regenerated_readme(tmp_path):
     assert text.index("## Findings") < text.index("## Results") < text.index("## Files")
     assert "[FINDINGS.md](FINDINGS.md)" in text
     assert (tmp_path / "FINDINGS.md").read_text().startswith("## Findings")
+
+
+def test_a_run_with_only_reports_every_finished_cell(tmp_path, registry):
+    path = write_sweep(tmp_path, grid={"model.dim": [8, 16]}, seeds=[1])
+    quiet = Console(quiet=True)
+    run_sweep(load_sweep(path), registry, quiet, only=["dim8"])
+    second = run_sweep(load_sweep(path), registry, quiet, only=["dim16"])
+    assert second.ran == ["t-dim16-seed1"]
+    rows = list(csv.DictReader((tmp_path / "report" / "cells.csv").open()))
+    assert sorted(r["cell"] for r in rows) == ["t-dim16-seed1", "t-dim8-seed1"]
+    assert "2 of 2 cells finished" in (tmp_path / "report" / "README.md").read_text()

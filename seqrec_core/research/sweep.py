@@ -366,8 +366,9 @@ def run_sweep(
     shard: tuple[int, int] | None = None,
     names: Sequence[str] = (),
 ) -> SweepOutcome:
-    """Run the sweep's unfinished cells, then write its report folder (not for a
-    ``shard``: several shards run side by side; a ``--report-only`` pass after
+    """Run the sweep's unfinished cells (those ``only`` selects), then write its
+    report folder over every finished cell of the sweep (not for a ``shard`` or
+    ``names``: several processes run side by side; a ``--report-only`` pass after
     them writes the report of the whole sweep)."""
     from seqrec_core.run import run_recipe
 
@@ -410,7 +411,10 @@ def run_sweep(
             outcome.ran.append(cell.name)
         if cell_state(recipe) == "finished":
             post(recipe, console)
-    outcome.rows, outcome.metrics = collect(sweep, cells, recipes)
+    if only and not part:
+        # The report covers every finished cell of the sweep, not only those run now.
+        outcome.cells, recipes = _report_cells(sweep, registry, recipes, console)
+    outcome.rows, outcome.metrics = collect(sweep, outcome.cells, recipes)
     outcome.table = aggregate(outcome.rows, sweep.columns)
     if not part:
         outcome.files = write_sweep_report(sweep, outcome)
@@ -420,6 +424,23 @@ def run_sweep(
         + (f"; results in {sweep.report_dir}/" if not part else " (part: no report)")
     )
     return outcome
+
+
+def _report_cells(
+    sweep: Sweep, registry: Registry, known: dict[str, Recipe], console: Console
+) -> tuple[list[Cell], dict[str, Recipe]]:
+    """Every cell of the sweep with its recipe, for the report; a cell whose recipe
+    the run's overrides do not fit (e.g. a model-specific ``-o``) is left out, saying so."""
+    cells, recipes = [], dict(known)
+    for cell in expand(sweep):
+        if cell.name not in recipes:
+            try:
+                recipes[cell.name] = cell_recipe(sweep, cell, registry)
+            except SeqrecError as exc:
+                console.print(f"[yellow]cell {cell.name} left out of the report:[/] {exc}")
+                continue
+        cells.append(cell)
+    return cells, recipes
 
 
 def visible_gpus() -> list[str]:
