@@ -264,3 +264,20 @@ def test_cuda_masking_and_bf16_autocast():
         hidden = model.encode(inputs)
     hidden.float().sum().backward()
     assert torch.isfinite(model.item_emb.weight.grad).all()
+
+
+def test_last_mask_prob_trains_a_share_of_rows_as_at_inference():
+    model = make_model(n_items=30, mask_prob=0.2, last_mask_prob=0.25)
+    gen = torch.Generator().manual_seed(0)
+    seqs = torch.randint(1, 31, (4000, 40), generator=gen)
+    seqs[:, :5] = 0  # left padding
+    inputs, labels = model.mask_batch(seqs, gen)
+    masked = inputs == model.mask_id
+    only_last = masked[:, -1] & (masked.sum(1) == 1)
+    # ~25 % chosen rows plus the few whose draw hit only the last item by chance
+    assert abs(float(only_last.float().mean()) - 0.25) < 0.03
+    assert torch.equal(labels[only_last, -1], seqs[only_last, -1])
+    assert torch.equal(inputs[only_last, :-1], seqs[only_last, :-1])  # history intact
+    others = ~only_last
+    rate = masked[others].sum() / (seqs[others] != 0).sum()
+    assert abs(float(rate) - 0.2) < 0.01  # the other rows keep the cloze rate

@@ -16,6 +16,8 @@ each item is masked with probability ``mask_prob`` and always replaced by
 little from it); padding is never masked, and a non-empty row in which no item
 was drawn gets its most recent item masked, so every row contributes a loss
 term and the last position — the one :meth:`predict` uses — is trained often.
+With ``last_mask_prob`` a share of the rows is masked exactly as :meth:`predict`
+sees a history: only the most recent item, all earlier ones visible.
 
 Pre-LayerNorm blocks, learned absolute positions aligned to the right (the
 most recent item, or the appended ``[MASK]``, is always at the last position),
@@ -44,6 +46,13 @@ class BERT4RecOptions(TransformerOptions):
     ffn_factor: int = Field(4, ge=1, description="feed-forward width = ffn_factor * dim")
     mask_prob: float = Field(
         0.2, gt=0.0, le=1.0, description="chance that a training item is replaced by [MASK]"
+    )
+    last_mask_prob: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of training rows masked as at inference instead: only the most "
+        "recent item, every earlier one visible (0 = off)",
     )
 
 
@@ -87,8 +96,12 @@ class BERT4Rec(SequentialModel):
         real = seqs != 0
         draw = torch.rand(seqs.shape, generator=generator, device=seqs.device)
         masked = (draw < self.options.mask_prob) & real
-        # A non-empty row with nothing drawn: mask its most recent item.
         last = real.cumsum(1).argmax(1, keepdim=True)  # first column holding the row's last item
+        if self.options.last_mask_prob > 0:
+            # Rows trained as at inference: the most recent item only.
+            row = torch.rand((seqs.shape[0], 1), generator=generator, device=seqs.device)
+            masked &= ~(row < self.options.last_mask_prob)
+        # A non-empty row with nothing drawn (or chosen above): mask its most recent item.
         none = (~masked.any(1, keepdim=True)) & real.any(1, keepdim=True)
         masked.scatter_(1, last, masked.gather(1, last) | none)
         inputs = seqs.masked_fill(masked, self.mask_id)
