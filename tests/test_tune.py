@@ -301,6 +301,7 @@ def test_tuning_never_reads_the_test_split(tmp_path, registry, monkeypatch):
         ("ml1m_sasrec", "sasrec"),
         ("ml100k_sasrec", "sasrec"),
         ("ml1m_bert4rec", "sasrec"),
+        ("ml1m_bert4rec", "bert4rec"),
         ("ml1m_xlstm", "xlstm"),
         ("ml100k_xlstm", "xlstm"),
     ],
