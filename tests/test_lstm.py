@@ -198,7 +198,8 @@ def test_recipes_parse(monkeypatch, name):
     dim = 256 if name.startswith("ml1m") else 64  # ML-1M: chosen on validation (RQ2 grid)
     assert recipe.model_options == seqrec_lstm.LSTMOptions(max_len=200, dim=dim, dropout=0.2)
     assert recipe.train.monitor == "NDCG@10"
-    assert recipe.train.patience == 10
+    # ML-100K: 8 steps per epoch; patience 10 stopped two of three seeds on the popularity plateau
+    assert recipe.train.patience == (30 if name.startswith("ml100k") else 10)
     assert [c.name for c in recipe.callbacks] == ["console", "tensorboard", "gpu_monitor"]
     gru = load_recipe(RECIPES / f"{name}.yaml", registry, ["model.cell=gru"])
     assert gru.model_options.cell == "gru"
