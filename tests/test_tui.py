@@ -728,3 +728,23 @@ def test_console_bad_inputs_are_messages(trained, tmp_path):
         assert app.is_running
 
     run_app(app, scenario)
+
+
+def test_dashboard_updates_after_its_widgets_are_gone_are_ignored(env):
+    """On exit the app removes the dashboard's widgets while a worker or timer may
+    still deliver one last state: that update must be dropped, not crash the app."""
+    from seqrec_tui.dashboard import RunHeader
+    from seqrec_tui.state import RunState
+
+    app = SeqrecApp(runs_dir="runs", checkpoints_dir="ckpt", recipes_dir="recipes")
+
+    async def scenario(pilot):
+        dashboard = app.dashboard
+        assert dashboard.query(RunHeader)
+        await dashboard.remove_children()
+        state = RunState()
+        state.status = "running"
+        dashboard.watch_state(state)  # raised NoMatches before
+        dashboard._refresh_etas(state)
+
+    run_app(app, scenario)

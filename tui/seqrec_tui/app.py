@@ -249,7 +249,8 @@ class SeqrecApp(App):
                 await asyncio.sleep(0.1)
             if process.running:
                 process.kill()
-        self.dashboard.poll()
+        if self.is_running:  # a test harness may already be tearing the app down
+            self.dashboard.poll()
         self.exit()
 
 

@@ -305,6 +305,8 @@ class Dashboard(Vertical):
             self._refresh_etas(state)
 
     def watch_state(self, state: RunState) -> None:
+        if not self.query(RunHeader):
+            return  # the app is exiting and has removed the widgets: nothing to show
         part = f" ({self.current + 1}/{len(self.followers)})" if len(self.followers) > 1 else ""
         self.query_one(RunHeader).refresh_state(state, self.label, part)
         self._refresh_etas(state)
@@ -316,6 +318,8 @@ class Dashboard(Vertical):
         message.set_class(bool(state.message), "-shown")
 
     def _refresh_etas(self, s: RunState) -> None:
+        if not self.query("#epoch-row"):
+            return  # widgets removed (the app is exiting)
         now = time.time()
         done = s.epochs_done if s.epoch == s.epochs_done or s.finished else s.epoch - 1
         self.query_one("#epoch-row", ProgressRow).set(done, s.epochs, s.run_eta(now), s.finished)
