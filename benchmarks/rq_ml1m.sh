@@ -37,7 +37,8 @@ limit=()
 [[ -n "${LIMIT:-}" ]] && limit=(timeout -s INT "$LIMIT")
 "${limit[@]}" $SEQREC sweep recipes/sweeps/rq2_ml1m.yaml --jobs "$JOBS" --keep-going \
   -o "dataset.path=$DATA" "${only[@]}" "$@" || echo "some cells failed: see reports/rq2_length_dim/logs/<cell>.log"
-# The report of every finished cell (a run with ONLY wrote one of its own cells only).
+# The report of every finished cell, also those the extra sweep arguments above do not fit
+# (e.g. an xLSTM-only -o, which the sweep's own report leaves out).
 $SEQREC sweep recipes/sweeps/rq2_ml1m.yaml --report-only --quiet -o "dataset.path=$DATA" >/dev/null
 
 shopt -s nullglob

@@ -739,11 +739,9 @@ def test_training_with_length_buckets(registry, tmp_path):
     assert result.test["NDCG@10"] > 0
 
 
-def test_shared_grads_accumulate_in_place_across_widths_like_eager_steps(registry, tmp_path):
-    """What lets several CUDA graphs (one per length bucket) share gradients: after
-    the first backward the .grad tensors are only zeroed in place, every later
-    backward — of any width — adds into the same memory, and the values are those
-    of eager steps that start from fresh (None) gradients."""
+def _sasrec_step(registry, tmp_path):
+    """A seeded SASRec on the test data, its training step, the causal window width
+    and ``windows(idx, w)``: those training windows cut at width ``w``."""
     recipe = make_recipe(registry, tmp_path)
     data = load_dataset(recipe, registry)
     width = recipe.model_options.max_len + 1
@@ -752,10 +750,23 @@ def test_shared_grads_accumulate_in_place_across_widths_like_eager_steps(registr
     torch.manual_seed(0)
     model = seqrec_sasrec.SASRec(recipe.model_options, data.n_items).eval()
     step = LossStep(model, recipe.loss, model.encode, None)
+
+    def windows(idx, w):
+        return gather_windows(items, starts[idx], ends[idx], w)
+
+    return model, step, width, windows
+
+
+def test_shared_grads_accumulate_in_place_across_widths_like_eager_steps(registry, tmp_path):
+    """What lets several CUDA graphs (one per length bucket) share gradients: after
+    the first backward the .grad tensors are only zeroed in place, every later
+    backward — of any width — adds into the same memory, and the values are those
+    of eager steps that start from fresh (None) gradients."""
+    model, step, width, windows = _sasrec_step(registry, tmp_path)
     batches = [(torch.arange(0, 16), 9), (torch.arange(16, 40), width), (torch.arange(40, 50), 13)]
 
     def backward(idx, w):
-        inputs, targets = dense_batch(model, gather_windows(items, starts[idx], ends[idx], w))
+        inputs, targets = dense_batch(model, windows(idx, w))
         step(inputs, None, targets).backward()
 
     expected = []
@@ -807,16 +818,9 @@ def test_ddp_graph_step_weights_make_averaged_gradients_those_of_the_global_batc
     step's positions times world size: DDP's average of the ranks' gradients is
     then the gradient of the global batch's mean loss, and the ranks' returned
     terms sum to that loss."""
-    recipe = make_recipe(registry, tmp_path)
-    data = load_dataset(recipe, registry)
-    width = recipe.model_options.max_len + 1
-    starts, ends = (torch.from_numpy(a) for a in window_bounds(data, width, "last"))
-    items = torch.from_numpy(data.items)
-    torch.manual_seed(0)
-    model = seqrec_sasrec.SASRec(recipe.model_options, data.n_items).eval()
-    step = LossStep(model, recipe.loss, model.encode, None)
+    model, step, width, windows = _sasrec_step(registry, tmp_path)
     ranks = [torch.arange(0, 12), torch.arange(12, 40)]  # unequal positions per rank
-    batches = [dense_batch(model, gather_windows(items, starts[i], ends[i], width)) for i in ranks]
+    batches = [dense_batch(model, windows(i, width)) for i in ranks]
 
     model.zero_grad(set_to_none=True)
     inputs = torch.cat([b[0] for b in batches])
