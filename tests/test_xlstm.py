@@ -286,3 +286,15 @@ def test_triton_args_are_validated_and_bound_to_the_triton_kernels_only():
     assert "num_warps_intra" not in keywords
     seqs = torch.randint(1, 61, (2, 24))
     assert torch.isfinite(native.predict(seqs)[:, 1:]).all()  # column 0: padding
+
+
+def test_triton_kernels_get_the_safe_launch_settings_unless_told_otherwise():
+    """The default binds ``num_warps_intra=2`` (mlstm_kernels' own settings crash
+    on an H200 at dim >= 128); an empty mapping gives mlstm_kernels' defaults."""
+    tri = model(kernel="triton")
+    tri._use_kernels(torch.device("cuda"))
+    keywords = tri.blocks[0].mlstm_layer.train_backend._train_fn.keywords
+    assert keywords["num_warps_intra"] == X.SAFE_TRITON_ARGS["num_warps_intra"] == 2
+    plain = model(kernel="triton", triton_args={})
+    plain._use_kernels(torch.device("cuda"))
+    assert "num_warps_intra" not in plain.blocks[0].mlstm_layer.train_backend._train_fn.keywords

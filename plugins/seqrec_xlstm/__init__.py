@@ -65,6 +65,14 @@ TritonArg = Literal[
 ]
 
 
+#: TFLA launch settings that train on an H200 (Triton 3.6) at q/k, v head sizes
+#: 16/32, 32/64 and 64/128 (dim 64/128/256, 2 heads); with mlstm_kernels' own
+#: settings the dK backward kernel hits an illegal memory access at 32/64 and
+#: Triton's compiler aborts at 64/128 (benchmarks/xlstm_kernel_check.py,
+#: README "xLSTM kernels"). Also faster at 16/32: 1.94 vs 2.85 ms per step.
+SAFE_TRITON_ARGS = {"num_warps_intra": 2}
+
+
 class XLSTMOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_len: int = Field(200, ge=1, description="most recent items the model reads")
@@ -83,10 +91,11 @@ class XLSTMOptions(BaseModel):
         "auto", description="sLSTM backend: auto = CUDA kernel if a GPU is present, else vanilla"
     )
     triton_args: dict[TritonArg, int] = Field(
-        default_factory=dict,
-        description="launch settings passed to the Triton TFLA chunkwise kernel, e.g. "
-        "{num_warps_intra: 2} (benchmarks/xlstm_kernel_check.py finds safe ones); "
-        "empty = mlstm_kernels' defaults; ignored by the native kernels",
+        default_factory=lambda: dict(SAFE_TRITON_ARGS),
+        description="launch settings passed to the Triton TFLA chunkwise kernel "
+        "(benchmarks/xlstm_kernel_check.py finds safe ones); the default "
+        "{num_warps_intra: 2} trains at every RQ2 head size on an H200, where "
+        "mlstm_kernels' own settings ({}) crash at dim >= 128; ignored by the native kernels",
     )
 
     def model_post_init(self, _ctx) -> None:
