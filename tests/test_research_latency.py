@@ -4,6 +4,7 @@ CPU run through the CLI that writes tables and a plot."""
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -80,3 +81,18 @@ def test_tiny_cpu_bench_and_report(monkeypatch, tmp_path):
     assert len(alpha) == 1 + 2 * 2  # two models × two batch sizes
     assert "L=32" in (out / "latency_ms.md").read_text()
     assert "Exponent α" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv0, expected",
+    [
+        ("/x/seqrec_core/cli.py", "seqrec bench latency"),
+        ("/x/seqrec_core/__main__.py", "python -m seqrec_core bench latency"),
+        ("/venv/bin/seqrec", "seqrec bench latency"),
+    ],
+)
+def test_reports_name_the_command_a_user_would_type(monkeypatch, argv0, expected):
+    from seqrec_core.research.reports import provenance
+
+    monkeypatch.setattr(sys, "argv", [argv0, "bench", "latency"])
+    assert provenance()["command"] == expected

@@ -95,7 +95,9 @@ def provenance(command: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line (default: this process's own), commit, date and hardware."""
     if command is None:
         program = Path(sys.argv[0]).name
-        prefix = ["python", "-m", "seqrec_core"] if program == "__main__.py" else [program]
+        # `python -m seqrec_core` and `python -m seqrec_core.cli` are the `seqrec` command
+        modules = {"__main__.py": ["python", "-m", "seqrec_core"], "cli.py": ["seqrec"]}
+        prefix = modules.get(program, [program])
         command = [*prefix, *sys.argv[1:]]
     return {
         "command": shlex.join(command),
