@@ -244,12 +244,18 @@ def test_recipes_parse(monkeypatch, name):
     )
     recipe = load_recipe(RECIPES / f"{name}.yaml", registry)
     assert recipe.name == name and recipe.model.name == "bert4rec"
-    max_len = 200 if name == "ml1m_bert4rec" else 50  # ML-100K: tuned on validation
+    ml1m = name == "ml1m_bert4rec"  # ML-100K: max_len 50, tuned on validation
     assert recipe.model_options == seqrec_bert4rec.BERT4RecOptions(
-        max_len=max_len, dim=64, blocks=2, heads=2, dropout=0.2, mask_prob=0.2, emb_init="xavier"
+        max_len=200 if ml1m else 50,
+        dim=256 if ml1m else 64,
+        blocks=2,
+        heads=2,
+        dropout=0.2,
+        mask_prob=0.2,
+        emb_init="xavier",
     )
     assert recipe.train.monitor == "NDCG@10"
-    assert recipe.train.patience == (15 if name == "ml1m_bert4rec" else 20)
+    assert recipe.train.patience == (40 if ml1m else 20)
     assert [c.name for c in recipe.callbacks] == ["console", "tensorboard", "gpu_monitor"]
 
 
