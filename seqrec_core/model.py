@@ -39,12 +39,17 @@ class Recommender(nn.Module):
     * ``name`` — the recipe name (``model: {name: ...}``);
     * ``Options`` — pydantic model of the recipe options;
     * ``objective`` — ``"causal"`` (next item at every position), ``"masked"``
-      (cloze) or ``"none"`` (no gradient training, e.g. popularity).
+      (cloze) or ``"none"`` (no gradient training, e.g. popularity);
+    * ``runtime_options`` — the options that choose *how* the model computes
+      (kernels, launch settings), not *what*: two checkpoints that differ only in
+      these (and the seed) are runs of the same model, e.g. for the embedding
+      geometry's across-seed comparisons.
     """
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
     objective: ClassVar[Objective] = "causal"
+    runtime_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: BaseModel, n_items: int):
         super().__init__()

@@ -4,6 +4,7 @@ tiny trained checkpoints (CPU)."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,38 @@ def test_popularity_from_the_dataset_when_no_histories_beside(monkeypatch, tmp_p
     # Another catalogue than the checkpoint's is refused, naming the mismatch.
     with pytest.raises(SeqrecError):
         g.load_item_embeddings(bare, registry, data_overrides=["dataset.n_items=41"])
+
+
+def test_seeds_of_one_model_stay_one_family_across_runtime_options():
+    """Options that only choose kernels or launch settings (the model class's
+    ``runtime_options``) do not split a model's seeds into families; any other
+    option does."""
+
+    def table(seed, **options):
+        return g.ItemEmbeddings(
+            label=f"x{seed}",
+            path=Path("x"),
+            matrix=np.zeros((2, 2), np.float32),
+            digest="d",
+            model="xlstm",
+            options={"dim": 64, **options},
+            seed=seed,
+            item_ids=[1, 2],
+            titles=["a", "b"],
+            runtime_options=frozenset({"triton_args", "kernel"}),
+        )
+
+    old = table(2023, triton_args={})
+    new = table(42, triton_args={"num_warps_intra": 2}, kernel="triton")
+    assert old.family == new.family
+    assert table(1, dropout=0.1).family != table(2, dropout=0.2).family
+
+
+def test_xlstm_declares_its_kernel_options_runtime_only():
+    import seqrec_xlstm
+
+    runtime = seqrec_xlstm.XLSTM.runtime_options
+    assert {"kernel", "triton_args"} <= runtime
+    assert runtime <= set(seqrec_xlstm.XLSTMOptions.model_fields)
+    assert "dim" not in runtime
+    assert seqrec_sasrec.SASRec.runtime_options == frozenset()

@@ -196,6 +196,9 @@ class XLSTM(SequentialModel):
     name = "xlstm"
     Options = XLSTMOptions
     objective = "causal"
+    # Kernel choice, launch settings and chunk length change how the mLSTM is
+    # computed (chunkwise is exact for any chunk length), not the model.
+    runtime_options = frozenset({"kernel", "triton_args", "slstm_backend", "chunk_size"})
 
     def __init__(self, options: XLSTMOptions, n_items: int):
         super().__init__(options, n_items)

@@ -78,11 +78,14 @@ class ItemEmbeddings:
     titles: list[str]
     popularity: np.ndarray | None = None  # [n_items + 1], index 0 = padding
     note: str = ""
+    runtime_options: frozenset[str] = frozenset()  # the model class's (kernels, launch)
 
     @property
     def family(self) -> str:
-        """Checkpoints of one family differ only in their seed."""
-        return json.dumps([self.digest, self.model, self.options], sort_keys=True, default=str)
+        """Checkpoints of one family differ only in their seed (and in options that
+        choose how the model computes, e.g. kernels: ``Recommender.runtime_options``)."""
+        options = {k: v for k, v in self.options.items() if k not in self.runtime_options}
+        return json.dumps([self.digest, self.model, options], sort_keys=True, default=str)
 
 
 def popularity_beside(path: Path, ckpt: ckpt_io.Checkpoint) -> tuple[np.ndarray | None, str]:
@@ -171,6 +174,7 @@ def load_item_embeddings(
         titles=list(ds["titles"]),
         popularity=popularity,
         note=note,
+        runtime_options=frozenset(type(model).runtime_options),
     )
 
 
