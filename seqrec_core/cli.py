@@ -199,14 +199,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     failed_cells: dict[str, int] = {}
     pooled = args.jobs > 1 and not (args.shard or args.cell or args.dry_run or args.report_only)
     if pooled:
+        from seqrec_core.research.pool import exit_text, visible_gpus
         from seqrec_core.research.sweep import (
             cell_recipe,
             cell_state,
-            exit_text,
             expand,
             launch_cells,
             select,
-            visible_gpus,
         )
 
         gpus = [g for g in args.gpus.split(",") if g] if args.gpus else visible_gpus()
@@ -264,7 +263,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from seqrec_core.research.tune import prepare_tune, results_table, run_tune
+    from seqrec_core.research.tune import (
+        prepare_tune,
+        results_table,
+        run_one_trial,
+        run_tune,
+        run_tune_jobs,
+    )
 
     if args.trials < 1:
         raise SeqrecError(f"--trials {args.trials}: expected at least 1 (the total, resumed too)")
@@ -278,15 +283,39 @@ def cmd_tune(args: argparse.Namespace) -> int:
         seed_of_run=args.seed_of_run,
         out=args.out,
     )
-    outcome = run_tune(
-        setup,
-        args.trials,
-        sampler=args.sampler,
-        seed=args.seed,
-        console=Console(stderr=True, quiet=args.quiet),
-        quiet=args.quiet,
-        keep_checkpoints=args.keep_checkpoints,
-    )
+    console = Console(stderr=True, quiet=args.quiet)
+    common = dict(sampler=args.sampler, seed=args.seed)
+    if args.one_trial:
+        run_one_trial(setup, args.trials, **common, console=console, quiet=args.quiet,
+                      keep_checkpoints=args.keep_checkpoints, log=args.one_trial)  # fmt: skip
+        return 0
+    if args.jobs < 1:
+        raise SeqrecError(f"--jobs {args.jobs}: expected at least 1")
+    if args.jobs > 1:
+        from seqrec_core.research.pool import visible_gpus
+
+        trial_args = [args.recipe, "--space", args.space, "--trials", str(args.trials)]
+        trial_args += ["--sampler", args.sampler, "--seed", str(args.seed)]
+        trial_args += ["--out", str(setup.out), "--monitor", setup.monitor]
+        trial_args += ["--seed-of-run", str(setup.seed)]
+        trial_args += [x for o in args.override for x in ("-o", o)]
+        trial_args += ["--keep-checkpoints"] if args.keep_checkpoints else []
+        trial_args += ["--quiet"] if args.quiet else []
+        outcome = run_tune_jobs(
+            setup,
+            args.trials,
+            args.jobs,
+            trial_args,
+            **common,
+            gpus=[g for g in args.gpus.split(",") if g] if args.gpus else visible_gpus(),
+            global_args=[x for p in args.plugin for x in ("-p", p)],
+            console=console,
+        )
+    else:
+        outcome = run_tune(
+            setup, args.trials, **common, console=console, quiet=args.quiet,
+            keep_checkpoints=args.keep_checkpoints,
+        )  # fmt: skip
     Console().print(results_table(setup, outcome))
     if outcome.best is None:
         Console(stderr=True).print(f"no trial completed; see {setup.out}/trials.md")
@@ -545,6 +574,16 @@ def _add_research_parsers(sub) -> None:
         help="keep every trial's checkpoints (default: deleted after the trial)",
     )  # fmt: skip
     tune.add_argument("--quiet", action="store_true", help="no per-trial training output")
+    tune.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="run trials N at a time, one process per trial (a crash loses that trial "
+        "only); on GPUs the processes are spread over --gpus",
+    )  # fmt: skip
+    tune.add_argument(
+        "--gpus", metavar="IDS",
+        help="GPU ids for --jobs, e.g. 0,1 (default: every visible GPU; several jobs may share one)",
+    )  # fmt: skip
+    tune.add_argument("--one-trial", metavar="LOG", help=argparse.SUPPRESS)  # a --jobs process
     tune.set_defaults(func=cmd_tune)
 
     analyze = sub.add_parser("analyze", help="analyses of trained checkpoints")

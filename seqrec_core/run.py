@@ -218,7 +218,7 @@ def _run_recipe(
         trainer = Trainer(recipe, registry, data, seed, name, device, callbacks)
         res = trainer.fit(resume=resume)
         results.append(res)
-        context = _run_context(trainer.model, device)
+        context = run_context(trainer.model, device)
         distributed.on_main(
             lambda name=name, res=res, context=context: atomic_write_text(
                 Path(recipe.output.runs_dir) / name / "metrics.json",
@@ -267,7 +267,7 @@ def _run_recipe(
 CONCURRENT_RUNS_ENV = "SEQREC_CONCURRENT_RUNS"
 
 
-def _run_context(model: Any, device: torch.device) -> dict[str, Any]:
+def run_context(model: Any, device: torch.device) -> dict[str, Any]:
     """Parameter count, device and how many runs shared it (metrics.json)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     try:

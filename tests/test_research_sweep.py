@@ -255,6 +255,7 @@ def test_cell_pool_survives_a_crashing_cell(tmp_path, monkeypatch):
     import sys
 
     from seqrec_core.research import sweep as sweep_mod
+    from seqrec_core.research.pool import exit_text
 
     script = tmp_path / "fake.py"
     script.write_text(
@@ -287,8 +288,8 @@ def test_cell_pool_survives_a_crashing_cell(tmp_path, monkeypatch):
     assert codes == {"a": 0, "bad": -signal.SIGABRT, "b": 0, "fails": 3, "c": 0}
     assert sorted(seen) == sorted(codes)
     assert sorted(p.stem for p in tmp_path.glob("*.ran")) == ["a", "b", "bad", "c", "fails"]
-    assert sweep_mod.exit_text(-signal.SIGABRT) == "was killed by SIGABRT"
-    assert sweep_mod.exit_text(3) == "exited with 3"
+    assert exit_text(-signal.SIGABRT) == "was killed by SIGABRT"
+    assert exit_text(3) == "exited with 3"
 
     # Without keep_going no new cell starts after the first failure.
     for p in tmp_path.glob("*.ran"):

@@ -323,3 +323,78 @@ def test_example_spaces_fit_the_recipes(monkeypatch, tmp_path, recipe, space):
     setup = prepare_tune(RECIPES / f"{recipe}.yaml", RECIPES / "spaces" / f"{space}.yaml", registry)
     assert setup.out == Path("reports/tune") / recipe
     assert len(setup.space.params) >= 5
+
+
+# ------------------------------------------------------------------ --jobs
+
+
+@pytest.fixture
+def entry_point_plugins(tmp_path, monkeypatch):
+    """The --jobs processes load the plugins through their entry points."""
+    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def test_cli_jobs_runs_each_trial_in_its_own_process(tmp_path, entry_point_plugins):
+    recipe, space = write(tmp_path)
+    out = tmp_path / "tune"
+    argv = ["tune", recipe, "--space", space, "--sampler", "random", "--out", str(out), "--quiet"]
+    # One trial beforehand, in this process: the pool runs only the missing three.
+    assert seqrec_core.cli.main([*argv, "--trials", "1"]) == 0
+    assert seqrec_core.cli.main([*argv, "--trials", "4", "--jobs", "2", "--gpus", ""]) == 0
+    rows = read_csv(out / "trials.csv")
+    assert [r["state"] for r in rows] == ["complete"] * 4
+    assert len({r["train.lr"] for r in rows}) == 4  # no two processes drew alike
+    assert [r["concurrent_runs"] for r in rows] == ["1", "2", "2", "2"]  # shared: not speeds
+    logs = sorted(p.name for p in (out / "logs").glob("*.log"))
+    assert logs == ["process-0001.log", "process-0002.log", "process-0003.log"]
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(out / STUDY_FILE)))
+    study = optuna.load_study(study_name="t", storage=storage)
+    assert "log" not in study.trials[0].user_attrs  # the one run in this process
+    assert sorted(t.user_attrs["log"] for t in study.trials[1:]) == [x[:-4] for x in logs]
+    best = load_recipe(out / "best.yaml", load_plugins())
+    assert best.name == "t-tuned"
+    # Everything done: no process starts.
+    assert seqrec_core.cli.main([*argv, "--trials", "4", "--jobs", "2", "--gpus", ""]) == 0
+    assert len(list((out / "logs").glob("*.log"))) == 3
+    assert len(read_csv(out / "trials.csv")) == 4
+
+
+def test_jobs_trial_whose_process_dies_is_recorded_failed(
+    tmp_path, entry_point_plugins, monkeypatch
+):
+    """A process killed mid-trial (an abort in a GPU kernel, say) loses that trial
+    only: it is marked failed, naming its log, and the other trials complete."""
+    import sys
+
+    from seqrec_core.research import pool
+
+    crashing = tmp_path / "crash.py"
+    crashing.write_text(
+        "import os, signal, sys\n"
+        "import seqrec_core.train, seqrec_core.cli\n"
+        "def fit(self):\n"
+        "    os.kill(os.getpid(), signal.SIGABRT)\n"
+        "if sys.argv[-1].endswith('0001'):\n"
+        "    seqrec_core.train.Trainer.fit = fit\n"
+        "sys.exit(seqrec_core.cli.main(sys.argv[1:]))\n"
+    )
+    monkeypatch.setattr(
+        pool, "seqrec_command", lambda g, *args: [sys.executable, str(crashing), *g, *args]
+    )
+    recipe, space = write(tmp_path)
+    out = tmp_path / "tune"
+    argv = ["tune", recipe, "--space", space, "--trials", "3", "--sampler", "random"]
+    assert seqrec_core.cli.main([*argv, "--out", str(out), "--jobs", "3", "--gpus", ""]) == 0
+    rows = read_csv(out / "trials.csv")
+    assert sorted(r["state"] for r in rows) == ["complete", "complete", "failed"]
+    failed = next(r for r in rows if r["state"] == "failed")
+    assert failed["error"] == "its process was killed by SIGABRT: see logs/process-0001.log"
+    # Failed counts towards --trials: a rerun starts nothing.
+    assert seqrec_core.cli.main([*argv, "--out", str(out), "--jobs", "3", "--gpus", ""]) == 0
+    assert len(read_csv(out / "trials.csv")) == 3

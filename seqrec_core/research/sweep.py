@@ -51,6 +51,7 @@ from seqrec_core.recipe import Recipe, load_recipe, parse_override, read_recipe_
 from seqrec_core.research import reports
 from seqrec_core.research.buckets import BUCKETS, DEFAULT_CUTS, analyze_buckets, check_cuts
 from seqrec_core.research.cost import measure_run, run_cost
+from seqrec_core.research.pool import launch_pool, seqrec_command
 
 FINISHED = ("completed", "early_stopped")
 LABEL_KEY = "_label"  # in a mapping value of a grid axis: its label in cell names and tables
@@ -443,19 +444,6 @@ def _report_cells(
     return cells, recipes
 
 
-def visible_gpus() -> list[str]:
-    """Ids of the GPUs this process may use (``CUDA_VISIBLE_DEVICES`` or all)."""
-    import os
-
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = [g.strip() for g in env.split(",") if g.strip()] if env else []
-    return ids or [str(i) for i in range(torch.cuda.device_count())]
-
-
 def launch_cells(
     file: str | Path,
     names: Sequence[str],
@@ -470,69 +458,13 @@ def launch_cells(
 ) -> dict[str, int]:
     """Run the cells ``names`` with at most ``jobs`` processes side by side, one
     process per cell: ``seqrec sweep FILE --cell NAME ARGS``, its output in
-    ``log_dir/<name>.log``. Slot ``i`` runs on ``gpus[i % len(gpus)]``
-    (``CUDA_VISIBLE_DEVICES``) when GPUs are given: several processes share a
-    GPU, as small models leave most of one idle. A process that crashes (a
-    kernel fault, an abort, a kill) loses its cell only, and the next cell
-    starts in its slot. Without ``keep_going`` no new cell starts after a
-    failure (running ones finish). Returns each started cell's exit code
-    (negative: killed by that signal); ``on_exit(name, code)`` is called as
-    each one ends."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    from seqrec_core.run import CONCURRENT_RUNS_ENV
-
-    log_dir.mkdir(parents=True, exist_ok=True)
-    pending = list(names)
-    running: dict[int, tuple[str, subprocess.Popen, Any]] = {}
-    codes: dict[str, int] = {}
-    stop = False
-    while running or (pending and not stop):
-        for slot in range(jobs):
-            if slot in running or not pending or stop:
-                continue
-            name = pending.pop(0)
-            cmd = [sys.executable, "-m", "seqrec_core", *global_args, "sweep", str(file)]
-            cmd += ["--cell", name, *args]
-            env = dict(os.environ)
-            if gpus:
-                gpu = str(gpus[slot % len(gpus)])
-                env["CUDA_VISIBLE_DEVICES"] = gpu
-                sharing = sum(str(gpus[i % len(gpus)]) == gpu for i in range(jobs))
-            else:
-                sharing = jobs
-            env[CONCURRENT_RUNS_ENV] = str(sharing)
-            log = open(log_dir / f"{name}.log", "w", encoding="utf-8")  # noqa: SIM115
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-            running[slot] = (name, proc, log)
-        time.sleep(poll_s)
-        for slot, (name, proc, log) in list(running.items()):
-            code = proc.poll()
-            if code is None:
-                continue
-            log.close()
-            del running[slot]
-            codes[name] = code
-            if on_exit is not None:
-                on_exit(name, code)
-            if code and not keep_going:
-                stop = True
-    return codes
-
-
-def exit_text(code: int) -> str:
-    """``exited with 1`` / ``was killed by SIGABRT`` for a process's return code."""
-    import signal
-
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with {code}"
+    ``log_dir/<name>.log`` (:func:`~seqrec_core.research.pool.launch_pool`: GPUs,
+    crashes, ``keep_going``). Returns each started cell's exit code."""
+    commands = [
+        (name, seqrec_command(global_args, "sweep", str(file), "--cell", name, *args))
+        for name in names
+    ]
+    return launch_pool(commands, jobs, log_dir, gpus, keep_going, poll_s, on_exit)
 
 
 class PostRun:

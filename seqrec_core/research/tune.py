@@ -18,6 +18,14 @@ the same command again resumes: finished trials are kept and ``--trials N``
 means N in total. After every trial ``trials.csv``, ``trials.md``, ``README.md``
 and ``best.yaml`` (the recipe with the best values, ready for ``seqrec run``)
 are rewritten.
+
+``--jobs N`` runs trials side by side, one process per trial (small models leave
+most of a GPU idle; several GPUs are used in turn): every process takes the next
+trial from the shared journal under a file lock (so exactly ``--trials`` are
+started and no two processes draw with the same sampler seed), and TPE treats
+the trials still running as if they had scored their worst ("constant liar"),
+so parallel draws spread out. A process that crashes loses its trial only
+(recorded as failed, naming its log); the others go on.
 """
 
 from __future__ import annotations
@@ -328,7 +336,13 @@ class TuneOutcome:
     files: list[Path] = field(default_factory=list)
 
 
-def _open_study(setup: TuneSetup, sampler: str, seed: builtins.int):
+def _open_study(
+    setup: TuneSetup,
+    sampler: str,
+    seed: builtins.int,
+    close_running: bool = True,
+    parallel: bool = False,
+):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
@@ -357,14 +371,17 @@ def _open_study(setup: TuneSetup, sampler: str, seed: builtins.int):
             )
     # A trial still "running" in the file was cut off (Ctrl-C, kill): it is
     # closed as failed without an error, which marks it interrupted (not counted).
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
-    # A resumed random sampler with the same seed would draw the same values again.
+    # Not by a --jobs process: the running trials are its siblings'.
+    if close_running:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(t.number, state=TrialState.FAIL)
+    # A resumed random sampler with the same seed would draw the same values again
+    # (and so would two --jobs processes: they open the study under the ask lock).
     offset = len(study.trials)
     if sampler == "random":
         study.sampler = optuna.samplers.RandomSampler(seed=seed + offset)
     else:
-        study.sampler = optuna.samplers.TPESampler(seed=seed + offset)
+        study.sampler = optuna.samplers.TPESampler(seed=seed + offset, constant_liar=parallel)
     return study
 
 
@@ -396,6 +413,7 @@ def trial_rows(study: Any, setup: TuneSetup) -> list[dict[str, Any]]:
                 "best_epoch": a.get("best_epoch"),
                 "epochs": a.get("epochs_run"),
                 "time_s": a.get("time_s"),
+                "concurrent_runs": a.get("concurrent_runs"),
                 **{p.key: t.params.get(p.key) for p in setup.space.params},
                 "error": a.get("error", ""),
             }
@@ -491,7 +509,6 @@ def run_tune(
     """Run trials until the study has ``trials`` finished ones (complete or
     failed), then write the tables and ``best.yaml``."""
     import optuna
-    import torch
 
     console = console or Console(stderr=True)
     verbosity = optuna.logging.get_verbosity()
@@ -508,31 +525,165 @@ def run_tune(
         data_cache: dict[str, Any] = {}
         for i in range(todo):
             trial = study.ask()
-            params = setup.space.suggest(trial)
-            shown = ", ".join(f"{k}={reports.fmt(v)}" for k, v in params.items())
-            console.rule(escape(f"trial {trial.number} ({done + i + 1}/{trials}): {shown}"))
             try:
-                value = _run_trial(setup, trial, params, data_cache, console, quiet)
-            except (SeqrecError, torch.cuda.OutOfMemoryError) as exc:
-                # Recorded and skipped: one bad corner of the space must not end the tune.
-                trial.set_user_attr("error", (str(exc) or repr(exc)).splitlines()[0])
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                console.print(f"[red]trial {trial.number} failed:[/] {escape(str(exc))}")
-                _free_memory()
+                _trial(setup, study, trial, f"{done + i + 1}/{trials}", data_cache, console,
+                       quiet, keep_checkpoints)  # fmt: skip
             except BaseException:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)  # interrupted
                 write_outputs(setup, study, outcome)
                 raise
-            else:
-                study.tell(trial, value)
-                console.print(f"trial {trial.number}: valid {setup.monitor} {value:.4f}")
-            finally:
-                if not keep_checkpoints:
-                    shutil.rmtree(setup.out / "checkpoints" / _run_name(trial.number), True)
             outcome.ran += 1
             write_outputs(setup, study, outcome)
         if not keep_checkpoints and (setup.out / "checkpoints").is_dir():
             _remove_if_empty(setup.out / "checkpoints")
+        write_outputs(setup, study, outcome)
+        return outcome
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _trial(
+    setup: TuneSetup,
+    study: Any,
+    trial: Any,
+    position: str,
+    data_cache: dict[str, Any],
+    console: Console,
+    quiet: bool,
+    keep_checkpoints: bool,
+) -> None:
+    """Sample, train and tell one trial: a :class:`SeqrecError` or CUDA
+    out-of-memory is recorded as a failed trial; anything else (Ctrl-C) marks it
+    interrupted and is raised."""
+    import optuna
+    import torch
+
+    params = setup.space.suggest(trial)
+    shown = ", ".join(f"{k}={reports.fmt(v)}" for k, v in params.items())
+    console.rule(escape(f"trial {trial.number} ({position}): {shown}"))
+    try:
+        value = _run_trial(setup, trial, params, data_cache, console, quiet)
+    except (SeqrecError, torch.cuda.OutOfMemoryError) as exc:
+        # Recorded and skipped: one bad corner of the space must not end the tune.
+        trial.set_user_attr("error", (str(exc) or repr(exc)).splitlines()[0])
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        console.print(f"[red]trial {trial.number} failed:[/] {escape(str(exc))}")
+        _free_memory()
+    except BaseException:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # interrupted
+        raise
+    else:
+        study.tell(trial, value)
+        console.print(f"trial {trial.number}: valid {setup.monitor} {value:.4f}")
+    finally:
+        if not keep_checkpoints:
+            shutil.rmtree(setup.out / "checkpoints" / _run_name(trial.number), True)
+
+
+ASK_LOCK = "ask.lock"
+#: The user attribute a ``--jobs`` process sets on its trial: its log's name.
+LOG_ATTR = "log"
+
+
+def run_one_trial(
+    setup: TuneSetup,
+    trials: builtins.int,
+    sampler: Literal["tpe", "random"] = "tpe",
+    seed: builtins.int = 0,
+    console: Console | None = None,
+    quiet: bool = False,
+    keep_checkpoints: bool = False,
+    log: str = "",
+) -> bool:
+    """One trial of a ``--jobs`` tune, in this process: under the ask lock, take
+    the next trial unless ``trials`` are already finished or running; train it;
+    rewrite the tables. Returns whether a trial ran."""
+    import optuna
+    from filelock import FileLock
+    from optuna.trial import TrialState
+
+    console = console or Console(stderr=True)
+    setup.out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(setup.out / ASK_LOCK))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with lock:
+            study = _open_study(setup, sampler, seed, close_running=False, parallel=True)
+            taken = sum(_counted(t) or t.state == TrialState.RUNNING for t in study.trials)
+            if taken >= trials:
+                console.print(f"tune {setup.name}: {trials} trials already taken; nothing to do")
+                return False
+            trial = study.ask()
+            if log:
+                trial.set_user_attr(LOG_ATTR, log)
+        try:
+            _trial(setup, study, trial, f"{taken + 1}/{trials}", {}, console, quiet,
+                   keep_checkpoints)  # fmt: skip
+        finally:
+            with lock:
+                write_outputs(setup, study, TuneOutcome())
+        return True
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def run_tune_jobs(
+    setup: TuneSetup,
+    trials: builtins.int,
+    jobs: builtins.int,
+    trial_args: list[str],
+    sampler: Literal["tpe", "random"] = "tpe",
+    seed: builtins.int = 0,
+    gpus: list[str] | tuple[str, ...] = (),
+    global_args: list[str] | tuple[str, ...] = (),
+    console: Console | None = None,
+    poll_s: builtins.float = 0.2,
+) -> TuneOutcome:
+    """``--jobs``: run the missing trials ``jobs`` at a time, each in its own
+    process (``seqrec tune ... trial_args --one-trial``, its output in
+    ``<out>/logs/``), spread over ``gpus``; then mark the trials whose process
+    died without telling as failed and write the tables."""
+    import optuna
+
+    from seqrec_core.research.pool import exit_text, launch_pool, seqrec_command
+
+    console = console or Console(stderr=True)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = _open_study(setup, sampler, seed)  # closes trials cut off earlier
+        done = sum(_counted(t) for t in study.trials)
+        todo = max(0, trials - done)
+        log_dir = setup.out / "logs"
+        console.print(
+            f"[bold]tune[/] {setup.name}: {done} trials done, {todo} to run, {jobs} at a time"
+            + (f" on GPUs {', '.join(gpus)}" if gpus else "")
+            + f" ({sampler}); their output: {log_dir}/"
+        )
+        names = [f"process-{done + k:04d}" for k in range(todo)]
+        commands = [
+            (name, seqrec_command(global_args, "tune", *trial_args, "--one-trial", name))
+            for name in names
+        ]
+        exits: dict[str, int] = {}
+
+        def report(name: str, code: int) -> None:
+            exits[name] = code
+            how = "done" if code == 0 else f"[red]{exit_text(code)}[/]"
+            console.print(f"{name} {how} ({len(exits)}/{todo}): {log_dir}/{name}.log")
+
+        launch_pool(commands, jobs, log_dir, gpus, keep_going=True, poll_s=poll_s,
+                    on_exit=report)  # fmt: skip
+        outcome = TuneOutcome(ran=sum(code == 0 for code in exits.values()))
+        # Every process has ended: a trial still running lost its process.
+        study = _open_study(setup, sampler, seed, close_running=False)
+        for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            name = t.user_attrs.get(LOG_ATTR, "")
+            how = exit_text(exits[name]) if name in exits else "ended"
+            # Optuna has no public handle on another process's trial but its id.
+            lost = optuna.trial.Trial(study, t._trial_id)
+            lost.set_user_attr("error", f"its process {how}: see logs/{name}.log")
+            study.tell(lost, state=optuna.trial.TrialState.FAIL)
         write_outputs(setup, study, outcome)
         return outcome
     finally:
@@ -589,6 +740,9 @@ def _run_trial(
         result = trainer.fit()
     finally:
         trial.set_user_attr("time_s", round(time.perf_counter() - t0, 3))
+    from seqrec_core.run import run_context
+
+    trial.set_user_attr("concurrent_runs", run_context(trainer.model, device)["concurrent_runs"])
     trial.set_user_attr("best_epoch", result.best_epoch)
     trial.set_user_attr("epochs_run", result.epochs_run)
     trial.set_user_attr("status", result.status)
