@@ -303,6 +303,7 @@ def test_tuning_never_reads_the_test_split(tmp_path, registry, monkeypatch):
         ("ml1m_bert4rec", "sasrec"),
         ("ml1m_bert4rec", "bert4rec"),
         ("ml1m_xlstm", "xlstm"),
+        ("ml1m_xlstm", "xlstm_d256"),
         ("ml100k_xlstm", "xlstm"),
     ],
 )
