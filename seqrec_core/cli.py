@@ -310,6 +310,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             gpus=[g for g in args.gpus.split(",") if g] if args.gpus else visible_gpus(),
             global_args=[x for p in args.plugin for x in ("-p", p)],
             console=console,
+            keep_checkpoints=args.keep_checkpoints,
         )
     else:
         outcome = run_tune(

@@ -396,6 +396,7 @@ def test_jobs_trial_whose_process_dies_is_recorded_failed(
     assert sorted(r["state"] for r in rows) == ["complete", "complete", "failed"]
     failed = next(r for r in rows if r["state"] == "failed")
     assert failed["error"] == "its process was killed by SIGABRT: see logs/process-0001.log"
+    assert not (out / "checkpoints").exists()  # the lost trial's too
     # Failed counts towards --trials: a rerun starts nothing.
     assert seqrec_core.cli.main([*argv, "--out", str(out), "--jobs", "3", "--gpus", ""]) == 0
     assert len(read_csv(out / "trials.csv")) == 3

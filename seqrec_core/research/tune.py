@@ -637,6 +637,7 @@ def run_tune_jobs(
     gpus: list[str] | tuple[str, ...] = (),
     global_args: list[str] | tuple[str, ...] = (),
     console: Console | None = None,
+    keep_checkpoints: bool = False,
     poll_s: builtins.float = 0.2,
 ) -> TuneOutcome:
     """``--jobs``: run the missing trials ``jobs`` at a time, each in its own
@@ -684,6 +685,10 @@ def run_tune_jobs(
             lost = optuna.trial.Trial(study, t._trial_id)
             lost.set_user_attr("error", f"its process {how}: see logs/{name}.log")
             study.tell(lost, state=optuna.trial.TrialState.FAIL)
+            if not keep_checkpoints:
+                shutil.rmtree(setup.out / "checkpoints" / _run_name(t.number), True)
+        if not keep_checkpoints and (setup.out / "checkpoints").is_dir():
+            _remove_if_empty(setup.out / "checkpoints")
         write_outputs(setup, study, outcome)
         return outcome
     finally:
