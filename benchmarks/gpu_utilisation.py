@@ -10,6 +10,10 @@ only after the last epoch, so the epochs measure training alone.
     python benchmarks/gpu_utilisation.py recipes/ml1m_sasrec.yaml recipes/ml1m_xlstm.yaml \\
         -o dataset.path=../shared/data/ml-1m-sasrec/ml-1m.txt
     python benchmarks/gpu_utilisation.py recipes/ml1m_sasrec.yaml -o train.cuda_graphs=false
+    # ML-20M-sized synthetic data: ~10 s epochs, so NVML's samples see a steady state
+    python benchmarks/gpu_utilisation.py recipes/quickstart.yaml --epochs 3 \
+        -o dataset.n_users=138000 -o dataset.n_items=27000 -o dataset.mean_length=145 \
+        -o model.max_len=200 -o model.dim=64 -o train.batch_size=128
 
 Without a GPU the utilisation columns say why they are empty.
 """
