@@ -61,7 +61,9 @@ def parse(argv=None):
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--steps", type=int, default=30, help="forward+backward repeats per case")
     p.add_argument("--timeout", type=int, default=300, help="seconds per case")
-    p.add_argument("--json", default=None, help="also write the rows to this file")
+    p.add_argument(
+        "--json", default=None, help="also write the rows to this file (after each case)"
+    )
     p.add_argument(
         "--parallel",
         type=int,
@@ -179,6 +181,9 @@ def main(argv=None) -> int:
         if row is None or row["result"] == "ok":
             row = launch(case, args.timeout)
         rows.append(row)
+        if args.json:  # after every case: a run cut short keeps what it measured
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(rows, fh, indent=2)
         errs = row.get("errors") or [float("nan")] * 4
         ms = row.get("ms", float("nan"))
         print(
@@ -188,9 +193,6 @@ def main(argv=None) -> int:
             + f" | {ms:.2f} |",
             flush=True,
         )
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(rows, fh, indent=2)
     return 0
 
 
