@@ -567,6 +567,21 @@ def resolve(data: dict, registry: Registry, where: _Where | None = None) -> Reci
     labels = metric_labels(
         [registry.get("metrics", m) for m in recipe.eval.metrics], recipe.eval.ks
     )
+    base, slash, protocol = recipe.train.monitor.rpartition("/")
+    if slash and base in labels and protocol in ("U", "F"):
+        p = ("train", "monitor")
+        own = "F" if recipe.eval.filter_seen else "U"
+        raise RecipeError(
+            f"{where(p)}: {_dotted(p)}: '{recipe.train.monitor}': every epoch is validated "
+            f"under the recipe's own protocol only ({own}, eval.filter_seen: "
+            f"{str(recipe.eval.filter_seen).lower()}); write train.monitor: {base}"
+            + (
+                ""
+                if protocol == own
+                else f" and set eval.filter_seen: {str(protocol == 'F').lower()} to "
+                f"early-stop on protocol {protocol}"
+            )
+        )
     if recipe.train.monitor not in labels:
         p = ("train", "monitor")
         raise RecipeError(

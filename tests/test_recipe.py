@@ -230,6 +230,19 @@ def test_monitor_must_be_a_validation_metric(tmp_path, core_registry):
     assert "Recall@5" in message, message  # lists what would be valid
 
 
+def test_monitor_with_a_protocol_suffix_says_how_to_early_stop_on_it(tmp_path, core_registry):
+    # Metrics are reported as NDCG@10/U and /F, but epochs are validated under the
+    # recipe's protocol only: the error says which key to write instead.
+    path = write(tmp_path, HEAD + "train:\n  monitor: NDCG@10/F\n")
+    message = error_of(path, core_registry)
+    assert message.startswith(f"{path}:9: train.monitor"), message
+    assert "write train.monitor: NDCG@10 and set eval.filter_seen: true" in message, message
+    filtered = HEAD + "train:\n  monitor: NDCG@10/F\neval:\n  filter_seen: true\n"
+    message = error_of(write(tmp_path, filtered), core_registry)
+    assert message.endswith("write train.monitor: NDCG@10"), message
+    load_recipe(write(tmp_path, HEAD + "train:\n  monitor: NDCG@10\n"), core_registry)
+
+
 def test_plugin_options_reject_unknown_keys_even_without_extra_forbid(tmp_path):
     # A plugin author who forgets `extra="forbid"` must not make typos silent.
     class LaxOptions(BaseModel):
