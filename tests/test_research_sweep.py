@@ -360,3 +360,30 @@ def test_a_run_with_only_reports_every_finished_cell(tmp_path, registry):
     rows = list(csv.DictReader((tmp_path / "report" / "cells.csv").open()))
     assert sorted(r["cell"] for r in rows) == ["t-dim16-seed1", "t-dim8-seed1"]
     assert "2 of 2 cells finished" in (tmp_path / "report" / "README.md").read_text()
+
+
+def test_pool_shares_the_cores_and_the_gpus_between_its_processes(tmp_path, monkeypatch):
+    """Each process learns its GPU, how many runs share it, and gets cores / jobs
+    CPU threads unless OMP_NUM_THREADS is already set."""
+    import os
+    import sys
+
+    from seqrec_core.research.pool import launch_pool
+
+    dump = "import json, os, sys; json.dump({k: os.environ.get(k) for k in sys.argv[2:]}, open(sys.argv[1], 'w'))"
+    keys = ["CUDA_VISIBLE_DEVICES", "SEQREC_CONCURRENT_RUNS", "OMP_NUM_THREADS"]
+    commands = [
+        (f"p{i}", [sys.executable, "-c", dump, str(tmp_path / f"p{i}.json"), *keys])
+        for i in range(3)
+    ]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    codes = launch_pool(commands, 3, tmp_path / "logs", gpus=["0", "1"], poll_s=0.01)
+    assert codes == {"p0": 0, "p1": 0, "p2": 0}
+    seen = [json.loads((tmp_path / f"p{i}.json").read_text()) for i in range(3)]
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in seen] == ["0", "1", "0"]
+    assert [s["SEQREC_CONCURRENT_RUNS"] for s in seen] == ["2", "1", "2"]
+    assert {s["OMP_NUM_THREADS"] for s in seen} == {"2"}  # 8 cores / 3 jobs
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    launch_pool(commands[:1], 3, tmp_path / "logs", poll_s=0.01)
+    assert json.loads((tmp_path / "p0.json").read_text())["OMP_NUM_THREADS"] == "5"

@@ -58,6 +58,7 @@ def launch_pool(
     """Run ``commands`` (name, argv) with at most ``jobs`` processes side by side,
     each one's output in ``log_dir/<name>.log``. Slot ``i`` runs on
     ``gpus[i % len(gpus)]`` (``CUDA_VISIBLE_DEVICES``) when GPUs are given.
+    Each process gets ``OMP_NUM_THREADS`` = cores / ``jobs`` unless it is set.
     Without ``keep_going`` no new command starts after a failure (running ones
     finish). Returns each started command's exit code (negative: killed by that
     signal); ``on_exit(name, code)`` is called as each one ends."""
@@ -81,6 +82,8 @@ def launch_pool(
             else:
                 sharing = jobs
             env[CONCURRENT_RUNS_ENV] = str(sharing)
+            # N processes each taking every core would oversubscribe the CPU.
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
             log = open(log_dir / f"{name}.log", "w", encoding="utf-8")  # noqa: SIM115
             proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=env)
             running[slot] = (name, proc, log)
