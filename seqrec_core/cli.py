@@ -325,6 +325,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pool_args(parser: argparse.ArgumentParser, what: str, unit: str, then: str = ""):
+    """``--jobs`` and ``--gpus`` of the commands that run side-by-side processes."""
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help=f"run {what} N at a time, one process per {unit} (a crash loses that {unit} "
+        f"only){then}; on GPUs the processes are spread over --gpus",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gpus", metavar="IDS",
+        help="GPU ids for --jobs, e.g. 0,1 (default: every visible GPU; several jobs may share one)",
+    )  # fmt: skip
+
+
 def _shard(text: str) -> tuple[int, int]:
     i, sep, n = text.partition("/")
     if not sep or not i.isdigit() or not n.isdigit():
@@ -534,15 +547,7 @@ def _add_research_parsers(sub) -> None:
         "--cell", action="append", default=[], metavar="NAME",
         help="run only the cell of exactly this name (repeatable; no report)",
     )  # fmt: skip
-    sweep.add_argument(
-        "--jobs", type=int, default=1, metavar="N",
-        help="run the unfinished cells N at a time, one process per cell (a crash loses "
-        "that cell only), then write the report; on GPUs the processes are spread over --gpus",
-    )  # fmt: skip
-    sweep.add_argument(
-        "--gpus", metavar="IDS",
-        help="GPU ids for --jobs, e.g. 0,1 (default: every visible GPU; several jobs may share one)",
-    )  # fmt: skip
+    _add_pool_args(sweep, "the unfinished cells", "cell", ", then write the report")
     sweep.set_defaults(func=cmd_sweep)
 
     tune = sub.add_parser(
@@ -575,15 +580,7 @@ def _add_research_parsers(sub) -> None:
         help="keep every trial's checkpoints (default: deleted after the trial)",
     )  # fmt: skip
     tune.add_argument("--quiet", action="store_true", help="no per-trial training output")
-    tune.add_argument(
-        "--jobs", type=int, default=1, metavar="N",
-        help="run trials N at a time, one process per trial (a crash loses that trial "
-        "only); on GPUs the processes are spread over --gpus",
-    )  # fmt: skip
-    tune.add_argument(
-        "--gpus", metavar="IDS",
-        help="GPU ids for --jobs, e.g. 0,1 (default: every visible GPU; several jobs may share one)",
-    )  # fmt: skip
+    _add_pool_args(tune, "trials", "trial")
     tune.add_argument("--one-trial", metavar="LOG", help=argparse.SUPPRESS)  # a --jobs process
     tune.set_defaults(func=cmd_tune)
 

@@ -37,6 +37,7 @@ import json
 import math
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -508,12 +509,9 @@ def run_tune(
 ) -> TuneOutcome:
     """Run trials until the study has ``trials`` finished ones (complete or
     failed), then write the tables and ``best.yaml``."""
-    import optuna
 
     console = console or Console(stderr=True)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own one line per trial
-    try:
+    with _optuna_quiet():  # our own one line per trial
         study = _open_study(setup, sampler, seed)
         outcome = TuneOutcome()
         done = sum(_counted(t) for t in study.trials)
@@ -533,12 +531,10 @@ def run_tune(
                 raise
             outcome.ran += 1
             write_outputs(setup, study, outcome)
-        if not keep_checkpoints and (setup.out / "checkpoints").is_dir():
+        if not keep_checkpoints:
             _remove_if_empty(setup.out / "checkpoints")
         write_outputs(setup, study, outcome)
         return outcome
-    finally:
-        optuna.logging.set_verbosity(verbosity)
 
 
 def _trial(
@@ -597,16 +593,13 @@ def run_one_trial(
     """One trial of a ``--jobs`` tune, in this process: under the ask lock, take
     the next trial unless ``trials`` are already finished or running; train it;
     rewrite the tables. Returns whether a trial ran."""
-    import optuna
     from filelock import FileLock
     from optuna.trial import TrialState
 
     console = console or Console(stderr=True)
     setup.out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(setup.out / ASK_LOCK))
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with _optuna_quiet():  # our own one line per trial
         with lock:
             study = _open_study(setup, sampler, seed, close_running=False, parallel=True)
             taken = sum(_counted(t) or t.state == TrialState.RUNNING for t in study.trials)
@@ -623,8 +616,6 @@ def run_one_trial(
             with lock:
                 write_outputs(setup, study, TuneOutcome())
         return True
-    finally:
-        optuna.logging.set_verbosity(verbosity)
 
 
 def run_tune_jobs(
@@ -649,9 +640,7 @@ def run_tune_jobs(
     from seqrec_core.research.pool import exit_text, launch_pool, seqrec_command
 
     console = console or Console(stderr=True)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with _optuna_quiet():  # our own one line per trial
         study = _open_study(setup, sampler, seed)  # closes trials cut off earlier
         done = sum(_counted(t) for t in study.trials)
         todo = max(0, trials - done)
@@ -687,12 +676,10 @@ def run_tune_jobs(
             study.tell(lost, state=optuna.trial.TrialState.FAIL)
             if not keep_checkpoints:
                 shutil.rmtree(setup.out / "checkpoints" / _run_name(t.number), True)
-        if not keep_checkpoints and (setup.out / "checkpoints").is_dir():
+        if not keep_checkpoints:
             _remove_if_empty(setup.out / "checkpoints")
         write_outputs(setup, study, outcome)
         return outcome
-    finally:
-        optuna.logging.set_verbosity(verbosity)
 
 
 def _run_name(number: builtins.int) -> str:
@@ -700,8 +687,21 @@ def _run_name(number: builtins.int) -> str:
 
 
 def _remove_if_empty(folder: Path) -> None:
-    if not any(folder.iterdir()):
+    if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+@contextmanager
+def _optuna_quiet():
+    """Optuna's per-trial log lines off (seqrec prints its own), restored after."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _free_memory() -> None:
