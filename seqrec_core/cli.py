@@ -757,6 +757,14 @@ def _main(argv: list[str] | None) -> int:
     except Exception as exc:
         if debug:
             raise
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda's, raised outside a step
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            print(
+                f"seqrec: error: CUDA out of memory ({first[:160]}); lower train.batch_size "
+                "or eval.batch_size, or share the GPU with fewer runs (--jobs)",
+                file=sys.stderr,
+            )
+            return 1
         print(
             f"seqrec: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
             "traceback)",

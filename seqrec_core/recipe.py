@@ -148,12 +148,6 @@ class TrainSection(_Section):
         description="on one CUDA GPU with the ce loss: replay each training step's forward and "
         "backward from a CUDA graph (same kernels, far fewer launches); false: eager",
     )
-    ddp_cuda_graphs: bool = Field(
-        False,
-        description="experimental: under torchrun on CUDA GPUs (NCCL >= 2.9.6), also replay "
-        "each rank's forward, backward and DDP gradient all-reduce from CUDA graphs "
-        "(needs train.cuda_graphs; ce loss, no accumulation); not yet verified on GPUs",
-    )
     length_buckets: int = Field(
         1,
         ge=1,

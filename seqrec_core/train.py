@@ -332,9 +332,6 @@ class GraphStep:
     """
 
     WARMUP = 3
-    #: DDP rebuilds its gradient buckets during the first iterations; PyTorch asks
-    #: for 11 eager DDP iterations before a backward with its all-reduce is captured.
-    WARMUP_DDP = 11
 
     def __init__(
         self,
@@ -344,53 +341,35 @@ class GraphStep:
         device,
         amp: bool,
         grads: SharedGrads | None = None,
-        world_size: int = 1,
     ):
         self.step = step
         self.amp = amp
-        model = step.module.model if isinstance(step, DistributedDataParallel) else step.model
-        self.grads = grads or SharedGrads(model)
+        self.grads = grads or SharedGrads(step.model)
         self.grads.users.append(self)
-        self.world_size = world_size
-        self.warmup = self.WARMUP_DDP if world_size > 1 else self.WARMUP
+        self.warmup = self.WARMUP
         self.inputs = torch.zeros(batch, width, dtype=torch.long, device=device)
         self.targets = torch.zeros_like(self.inputs)
-        self.total = torch.ones((), dtype=torch.float32, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.loss: torch.Tensor | None = None
         self.calls = 0
         self.failed: str | None = None
 
     def _forward_backward(self) -> torch.Tensor:
-        """Forward and backward on the static buffers. One process: returns the
-        mean loss. Under DDP (``world_size`` > 1): this rank's mean loss is
-        weighted by its share of the step's positions over all ranks
-        (``total``), times ``world_size`` to undo DDP's averaging, so the
-        all-reduced gradients are those of the global mean loss; returns this
-        rank's term of that mean (the caller sums it over ranks)."""
+        """Forward and backward on the static buffers; returns the mean loss."""
         self.grads.zero()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             loss = self.step(self.inputs, None, self.targets)
-        if self.world_size == 1:
-            loss.backward()
-            return loss.detach()
-        share = (self.targets != 0).sum().float() / self.total
-        (loss * (share * self.world_size)).backward()
-        return loss.detach().float() * share
+        loss.backward()
+        return loss.detach()
 
-    def __call__(
-        self, inputs: torch.Tensor, targets: torch.Tensor, total: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The step's mean loss (a device tensor; no host sync); under DDP this
-        rank's term of it, ``total`` being the step's positions over all ranks."""
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The step's mean loss (a device tensor; no host sync)."""
         n = inputs.shape[0]
         self.inputs[:n].copy_(inputs)
         self.targets[:n].copy_(targets)
         if n < len(self.inputs):
             self.inputs[n:].zero_()
             self.targets[n:].zero_()
-        if total is not None:
-            self.total.copy_(total)
         self.calls += 1
         if self.graph is None and self.failed is None and self.calls > self.warmup:
             self._capture()
@@ -853,32 +832,24 @@ class Trainer:
         distributed.on_main(prepare_files, "writing histories.safetensors")
 
         # One CUDA graph per batch width (max_len, or each length bucket's), all
-        # accumulating into the same .grad tensors (SharedGrads); under torchrun
-        # only with train.ddp_cuda_graphs (experimental).
+        # accumulating into the same .grad tensors (SharedGrads); one process only:
+        # DDP steps are eager (docs/distributed.md says why).
         graphs = (
             trainable
             and cfg.cuda_graphs
             and self.device.type == "cuda"
-            and (not world.enabled or cfg.ddp_cuda_graphs)
+            and not world.enabled
             and accum == 1
             and self.recipe.loss.name == "ce"
         )
         step_module: torch.nn.Module | None = None
         if trainable:
             step_module = LossStep(model, self.recipe.loss, encode, dev_gen)
-            if world.enabled:
-                # Also makes every rank start from rank 0's weights. For graphs DDP
-                # is built on a side stream, as capturing its backward requires.
-                side = torch.cuda.Stream() if graphs else None
-                if side is not None:
-                    side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side) if side is not None else nullcontext():
-                    step_module = DistributedDataParallel(
-                        step_module,
-                        device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                    )
-                if side is not None:
-                    torch.cuda.current_stream().wait_stream(side)
+            if world.enabled:  # also makes every rank start from rank 0's weights
+                step_module = DistributedDataParallel(
+                    step_module,
+                    device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                )
 
         graph_steps: dict[int, GraphStep] | None = None
         if graphs:
@@ -956,22 +927,10 @@ class Trainer:
                         if graph is None:  # first batch of this width: its own graph
                             graph = graph_steps[inputs.shape[1]] = GraphStep(
                                 step_module, cfg.batch_size, inputs.shape[1], self.device, amp,
-                                shared_grads, world.size,
+                                shared_grads,
                             )  # fmt: skip
                         n_tok = (targets != 0).sum()
-                        if world.enabled:
-                            # The step's positions over all ranks: known locally for
-                            # causal models, one scalar all-reduce otherwise.
-                            if tokens_of is not None:
-                                glob = global_batch(order, b, cfg.batch_size, world, accum)
-                                n_tok = tokens_of[glob].sum()
-                            else:
-                                n_tok = distributed.all_reduce_sum(n_tok.double().reshape(1))[0]
-                            term = graph(inputs, targets, n_tok.float())
-                            # every rank holds the same global mean loss
-                            loss_value = distributed.all_reduce_sum(term.double().reshape(1))[0]
-                        else:
-                            loss_value = graph(inputs, targets)
+                        loss_value = graph(inputs, targets)
                     else:
                         micro = [
                             make_micro_batch(

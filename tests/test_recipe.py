@@ -466,3 +466,26 @@ def test_callbacks_default_to_plugins_marked_default_and_data_is_not_mutated(
     assert data == {"dataset": {"name": "inline"}, "model": {"name": "pop"}}
     explicit = load_recipe(None, registry, data={**data, "callbacks": []})
     assert explicit.callbacks == []
+
+
+def test_cuda_out_of_memory_outside_a_step_is_one_line_with_the_fix(
+    tmp_path, capsys, cli_registry, monkeypatch
+):
+    """An OOM the trainer does not catch itself (loading, evaluation, another
+    process filling the GPU) is an error line naming the knobs, not an internal error."""
+    import torch
+
+    def full(*_a, **_k):
+        raise torch.cuda.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB.\nmore detail"
+        )
+
+    import seqrec_core.run
+
+    monkeypatch.setattr(seqrec_core.run, "run_recipe", full)
+    rc = seqrec_core.cli.main(["run", str(write(tmp_path, HEAD))])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.count("\n") == 1 and err.startswith("seqrec: error: CUDA out of memory")
+    assert "Tried to allocate 2.00 GiB" in err and "train.batch_size" in err
+    assert "internal error" not in err

@@ -809,37 +809,3 @@ def test_shared_grads_reset_drops_every_graph_using_them(registry, tmp_path):
     shared.reset("capture failed")
     assert all(s.graph is None and s.failed == "capture failed" for s in steps)
     assert shared.grads is None and all(p.grad is None for p in model.parameters())
-
-
-def test_ddp_graph_step_weights_make_averaged_gradients_those_of_the_global_batch(
-    registry, tmp_path
-):
-    """Under DDP a graphed step scales each rank's mean loss by its share of the
-    step's positions times world size: DDP's average of the ranks' gradients is
-    then the gradient of the global batch's mean loss, and the ranks' returned
-    terms sum to that loss."""
-    model, step, width, windows = _sasrec_step(registry, tmp_path)
-    ranks = [torch.arange(0, 12), torch.arange(12, 40)]  # unequal positions per rank
-    batches = [dense_batch(model, windows(i, width)) for i in ranks]
-
-    model.zero_grad(set_to_none=True)
-    inputs = torch.cat([b[0] for b in batches])
-    targets = torch.cat([b[1] for b in batches])
-    whole = step(inputs, None, targets)
-    whole.backward()
-    want = [p.grad.clone() for p in model.parameters()]
-
-    total = torch.tensor(float(sum(int((t != 0).sum()) for _, t in batches)))
-    grads, terms = [], []
-    for inputs, targets in batches:
-        model.zero_grad(set_to_none=True)
-        graph = GraphStep(step, len(inputs), inputs.shape[1], "cpu", False, world_size=2)
-        graph.inputs.copy_(inputs)
-        graph.targets.copy_(targets)
-        graph.total.copy_(total)
-        terms.append(graph._forward_backward())  # what the graph replays
-        grads.append([p.grad.clone() for p in model.parameters()])
-    assert graph.warmup == GraphStep.WARMUP_DDP
-    assert float(sum(terms)) == pytest.approx(float(whole), rel=1e-5)
-    for a, b, ref in zip(*grads, want, strict=True):
-        assert torch.allclose((a + b) / 2, ref, atol=1e-6)  # DDP averages over ranks
