@@ -22,8 +22,9 @@ a GPU busy; at 128 a d=64 eager step is bound by kernel launches (one GPU:
 18 ms per step eagerly, 9 ms replayed from a CUDA graph), which every process
 pays in full, so the speed-up measures the host more than the data
 parallelism (README, "Data-parallel scaling": 1.56x at 128, 1.93x at 512 for
-SASRec). Data: the ``synthetic`` dataset at MovieLens-20M size (138,000 users, 27,000 items, mean length 145: about 20M
-interactions), generated once into a cache shared by the runs.
+SASRec). Data: the ``synthetic`` dataset at MovieLens-20M size (138,000
+users, 27,000 items, mean length 145: about 20M interactions), generated once
+into a cache shared by the runs.
 """
 
 from __future__ import annotations
