@@ -511,29 +511,15 @@ def test_torchrun_two_processes_end_to_end(tmp_path, monkeypatch, device):
     env.pop("SEQREC_DISABLE_PLUGINS", None)
     monkeypatch.delenv("SEQREC_DISABLE_PLUGINS", raising=False)
     monkeypatch.setenv("SEQREC_CACHE", env["SEQREC_CACHE"])
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(free_port()),
-            "-m",
-            "seqrec_core",
-            "run",
-            str(path),
-            "--samples",
-            "0",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-addr", "127.0.0.1", "--master-port", "PORT"]
+    cmd += ["-m", "seqrec_core", "run", str(path), "--samples", "0"]
+    for _attempt in range(3):  # the free port may be taken before torchrun binds it
+        port = str(free_port())
+        run = [port if a == "PORT" else a for a in cmd]
+        proc = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+        if proc.returncode == 0 or "address already in use" not in proc.stderr.lower():
+            break
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt_dir = tmp_path / "ckpt/t"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == [
