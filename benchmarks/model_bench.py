@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from benchtools import ADAMW, add_size_args, build_model, timed
+from benchtools import ADAMW, add_size_args, build_model, check_options, timed
 from rich.console import Console
 from rich.table import Table
 
@@ -50,12 +50,13 @@ def main() -> None:
     registry = load_plugins()
     names = args.models or [n for n in registry.names("models") if n != "pop"]
     amp = device.type == "cuda"
+    extra = check_options(args, registry, names)
 
     table = Table(
         title=(
             f"seqrec models on {torch.cuda.get_device_name() if amp else 'CPU'}: d={args.dim}, "
             f"blocks={args.blocks}, L={args.max_len}, B={args.batch}, {args.items:,} items, "
-            f"{'bf16' if amp else 'fp32'}"
+            f"{'bf16' if amp else 'fp32'}{extra}"
         )
     )
     for col in (

@@ -15,7 +15,7 @@ import argparse
 import time
 
 import torch
-from benchtools import ADAMW, add_size_args, build_model, random_batch, sync
+from benchtools import ADAMW, add_size_args, build_model, check_options, random_batch, sync
 from torch.profiler import ProfilerActivity, profile
 
 from seqrec_core.plugins import load_plugins
@@ -32,6 +32,9 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     registry = load_plugins()
     loss_cfg = type("Loss", (), {"name": args.loss, "fused": not args.plain, "negatives": 1})()
+    extra = check_options(args, registry, args.models)
+    if extra:
+        print(f"model options{extra}")
     for name in args.models:
         profile_model(name, registry, args, device, loss_cfg, ADAMW)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from benchtools import ADAMW, add_size_args, build_model, random_batch, timed
+from benchtools import ADAMW, add_size_args, build_model, check_options, random_batch, timed
 from rich.console import Console
 from rich.table import Table
 
@@ -50,10 +50,11 @@ def main(argv=None) -> list[dict]:
     registry = load_plugins()
     names = args.models or [n for n in registry.names("models") if n != "pop"]
     amp = device.type == "cuda"
+    extra = check_options(args, registry, names)
     title = (
         f"training step on {torch.cuda.get_device_name() if amp else 'CPU'}: d={args.dim}, "
         f"blocks={args.blocks}, L={args.max_len}, B={args.batch}, {args.items:,} items, "
-        f"{'bf16' if amp else 'fp32'}, AdamW"
+        f"{'bf16' if amp else 'fp32'}, AdamW{extra}"
     )
     table = Table(title=title)
     cols = ["model", "step", "first loss", "tokens/s", "ms/step", "peak GiB", "vs plain"]
