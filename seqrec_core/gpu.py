@@ -17,10 +17,25 @@ shared machine :func:`read_gpus` lists every GPU, each with NVML's ``index``.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any
+
+#: How many training runs share this process's device, set by ``seqrec sweep/tune
+#: --jobs`` for the processes it starts (recorded in metrics.json, so shared-GPU
+#: times are read accordingly; a sharing run hands memory back after evaluations).
+CONCURRENT_RUNS_ENV = "SEQREC_CONCURRENT_RUNS"
+
+
+def concurrent_runs() -> int:
+    """Runs sharing this process's device (``SEQREC_CONCURRENT_RUNS``; 1 if unset)."""
+    try:
+        return max(1, int(os.environ.get(CONCURRENT_RUNS_ENV, "1")))
+    except ValueError:
+        return 1
+
 
 #: Fields of :class:`GpuReading` that :class:`GpuSampler` averages and maximises.
 SAMPLED = ("utilization", "memory_used", "temperature", "power")

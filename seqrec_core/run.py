@@ -23,6 +23,7 @@ from rich.table import Table
 from seqrec_core import distributed
 from seqrec_core.data import SequenceData, load_dataset
 from seqrec_core.errors import SeqrecError
+from seqrec_core.gpu import concurrent_runs
 from seqrec_core.plugins import Registry
 from seqrec_core.recipe import Recipe
 from seqrec_core.train import FitResult, Trainer
@@ -262,19 +263,10 @@ def _run_recipe(
     return result
 
 
-#: How many training runs share this run's device, set by ``seqrec sweep --jobs``
-#: for the processes it starts; recorded so that times are read accordingly.
-CONCURRENT_RUNS_ENV = "SEQREC_CONCURRENT_RUNS"
-
-
 def run_context(model: Any, device: torch.device) -> dict[str, Any]:
     """Parameter count, device and how many runs shared it (metrics.json)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    try:
-        shared = max(1, int(os.environ.get(CONCURRENT_RUNS_ENV, "1")))
-    except ValueError:
-        shared = 1
-    return {"params": model.num_parameters(), "device": name, "concurrent_runs": shared}
+    return {"params": model.num_parameters(), "device": name, "concurrent_runs": concurrent_runs()}
 
 
 def _payload(recipe: Recipe, stats: dict, res: FitResult | None) -> dict[str, Any]:

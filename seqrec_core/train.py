@@ -33,6 +33,7 @@ from seqrec_core.data.core import SequenceData
 from seqrec_core.errors import SeqrecError
 from seqrec_core.evaluate import evaluate
 from seqrec_core.events import EVENTS_FILE, EventBus
+from seqrec_core.gpu import concurrent_runs
 from seqrec_core.losses import compute_loss
 from seqrec_core.plugins import Registry
 from seqrec_core.recipe import Recipe
@@ -650,8 +651,11 @@ class Trainer:
     def evaluate(self, split: str, filter_seen: bool | None = None) -> dict[str, float]:
         """Metrics on ``split`` (``filter_seen``: the recipe's protocol unless
         given); under a process group every rank must call it (users are
-        sharded and the ranks gathered; every rank gets the metrics)."""
-        return evaluate(
+        sharded and the ranks gathered; every rank gets the metrics). On a GPU
+        shared with other runs (``seqrec sweep/tune --jobs``) the evaluation's
+        cached memory is handed back afterwards, so its peak — the largest of a
+        run — is not held through training while the others need it."""
+        metrics = evaluate(
             self.model,
             self.data,
             split,  # type: ignore[arg-type]
@@ -663,6 +667,9 @@ class Trainer:
             distributed=self.world.enabled,
             **self.recipe.eval.speed(),
         )
+        if self.device.type == "cuda" and concurrent_runs() > 1:
+            torch.cuda.empty_cache()
+        return metrics
 
     def final_metrics(self, split: str) -> dict[str, float]:
         """The recipe's protocol under the plain names and, with

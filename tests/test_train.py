@@ -809,3 +809,33 @@ def test_shared_grads_reset_drops_every_graph_using_them(registry, tmp_path):
     shared.reset("capture failed")
     assert all(s.graph is None and s.failed == "capture failed" for s in steps)
     assert shared.grads is None and all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("sharing", [1, 3])
+def test_a_run_sharing_its_gpu_hands_evaluation_memory_back(
+    monkeypatch, registry, tmp_path, sharing
+):
+    """Under ``sweep/tune --jobs`` (SEQREC_CONCURRENT_RUNS > 1) the allocator's
+    cache is emptied after an evaluation, so the evaluation's peak is free for
+    the runs sharing the GPU; a run alone keeps its cache (no re-allocation)."""
+    monkeypatch.setenv("SEQREC_CONCURRENT_RUNS", str(sharing))
+    recipe = make_recipe(
+        registry,
+        tmp_path,
+        train__device="cuda",
+        dataset__n_users=3000,
+        dataset__n_items=5000,
+        eval__batch_size=3000,  # one chunk: a 3000 x 5001 fp32 score block (60 MB)
+    )
+    data = load_dataset(recipe, registry)
+    trainer = Trainer(recipe, registry, data, 0, "s", torch.device("cuda"), [])
+    torch.cuda.empty_cache()
+    trainer.evaluate("valid")
+    torch.cuda.synchronize()
+    cached = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+    if sharing > 1:
+        assert cached < 2**25, cached  # < 32 MiB left in the cache
+    else:
+        assert cached >= 50 * 2**20, cached  # the score block's memory stays cached

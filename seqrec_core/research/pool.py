@@ -62,7 +62,7 @@ def launch_pool(
     Without ``keep_going`` no new command starts after a failure (running ones
     finish). Returns each started command's exit code (negative: killed by that
     signal); ``on_exit(name, code)`` is called as each one ends."""
-    from seqrec_core.run import CONCURRENT_RUNS_ENV
+    from seqrec_core.gpu import CONCURRENT_RUNS_ENV
 
     log_dir.mkdir(parents=True, exist_ok=True)
     pending = list(commands)
