@@ -347,7 +347,6 @@ class GraphStep:
         self.amp = amp
         self.grads = grads or SharedGrads(step.model)
         self.grads.users.append(self)
-        self.warmup = self.WARMUP
         self.inputs = torch.zeros(batch, width, dtype=torch.long, device=device)
         self.targets = torch.zeros_like(self.inputs)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -372,7 +371,7 @@ class GraphStep:
             self.inputs[n:].zero_()
             self.targets[n:].zero_()
         self.calls += 1
-        if self.graph is None and self.failed is None and self.calls > self.warmup:
+        if self.graph is None and self.failed is None and self.calls > self.WARMUP:
             self._capture()
         if self.graph is not None:
             self.graph.replay()
