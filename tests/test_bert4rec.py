@@ -255,7 +255,11 @@ def test_recipes_parse(monkeypatch, name):
         emb_init="xavier",
     )
     assert recipe.train.monitor == "NDCG@10"
-    assert recipe.train.patience == (40 if ml1m else 20)
+    if ml1m:  # the whole cosine schedule runs (no early stop), lr 2e-3 after 5 warm-up epochs
+        assert recipe.train.patience >= recipe.train.epochs == 400
+        assert recipe.train.lr == 2e-3 and recipe.train.scheduler.warmup_epochs == 5
+    else:
+        assert recipe.train.patience == 20
     assert [c.name for c in recipe.callbacks] == ["console", "tensorboard", "gpu_monitor"]
 
 
