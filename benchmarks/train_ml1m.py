@@ -18,7 +18,9 @@ built-in one), checkpoints and runs in a temporary folder.
 Each row: seconds per training epoch (median), training tokens/s (supervised
 positions), peak GPU memory, epochs run (best), **seconds to the best epoch**
 (from the start of training to the end of the best epoch's validation) and the
-whole fit (all epochs, validation, checkpoints, final evaluation), and test HR@10
+whole fit (all epochs, validation, checkpoints, final evaluation) split into
+training steps / per-epoch validation / the rest (checkpoint writes, callbacks,
+the final evaluation, setup), and test HR@10
 / NDCG@10 of the best epoch under both protocols (U: all items; F: the user's
 history filtered out). For SASRec and xLSTM on ML-1M (6,040 users, 3,416
 items) the last column compares with the performance issue's plain-PyTorch
@@ -187,11 +189,16 @@ def run_one(registry, path: str | None, overrides: list[str], args, out: Path) -
         "best_epoch": result.best_epoch,
         "to_best_s": rec.seconds_to(result.best_epoch),
         "total_s": result.total_time,
+        # where the time went: training steps, per-epoch validation, the rest
+        # (checkpoints, callbacks, the final evaluation, setup)
+        "train_s": sum(e["train_time"] for e in rec.epochs),
+        "valid_s": sum(e["epoch_time"] - e["train_time"] for e in rec.epochs),
         "HR@10 U": test["HR@10/U"],
         "NDCG@10 U": test["NDCG@10/U"],
         "HR@10 F": test["HR@10/F"],
         "NDCG@10 F": test["NDCG@10/F"],
     }
+    row["other_s"] = row["total_s"] - row["train_s"] - row["valid_s"]
     row["vs_plain"] = verdict(row) if (data.n_users, data.n_items) == ML1M_SIZE else ""
     return row
 
@@ -223,7 +230,7 @@ def main(argv=None) -> list[dict]:
     data = Path(args.data).name if args.data else "the recipes' data"
     table = Table(title=f"time to a converged model on {data}, {name}")
     cols = ["recipe", "variant", "model", "config", "s/epoch (train)", "tokens/s"]
-    cols += ["peak GPU GiB", "epochs (best)", "to best s", "total s"]
+    cols += ["peak GPU GiB", "epochs (best)", "to best s", "total s (train / valid / other)"]
     cols += ["HR@10 U", "NDCG@10 U", "HR@10 F", "NDCG@10 F", "vs plain PyTorch"]
     for c in cols:
         table.add_column(c, justify="right")
@@ -238,7 +245,7 @@ def main(argv=None) -> list[dict]:
             f"{r['peak_gib']:.2f}",
             f"{r['epochs']} ({r['best_epoch']})",
             f"{r['to_best_s']:.1f}",
-            f"{r['total_s']:.1f}",
+            f"{r['total_s']:.1f} ({r['train_s']:.1f} / {r['valid_s']:.1f} / {r['other_s']:.1f})",
             *(f"{r[k]:.4f}" for k in ("HR@10 U", "NDCG@10 U", "HR@10 F", "NDCG@10 F")),
             r["vs_plain"],
         )

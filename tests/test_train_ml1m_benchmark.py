@@ -34,6 +34,8 @@ def test_recipe_rows_as_shipped_and_per_variant(bench, monkeypatch, tmp_path, ca
     for r in rows:
         assert r["epochs"] == 3 and 1 <= r["best_epoch"] <= 3
         assert 0 < r["to_best_s"] <= r["total_s"]
+        assert r["train_s"] > 0 and r["valid_s"] > 0 and r["other_s"] > 0
+        assert r["train_s"] + r["valid_s"] + r["other_s"] == pytest.approx(r["total_s"])
         assert 0 <= r["NDCG@10 U"] <= r["HR@10 U"] <= 1
         assert r["vs_plain"] == ""  # not ML-1M: no comparison with its reference
     assert rows[1]["best_epoch"] == 3  # validated every 3 epochs: only the last counts
