@@ -12,7 +12,8 @@ max_len 200, batch 128, Adam 1e-3, full softmax, early stopping on NDCG@10 with
 ``--patience``; ``--model`` picks the model). With recipe files each is trained
 as written (``--epochs`` / ``--patience`` only when given), once as shipped and
 once per ``--variant NAME=KEY=VALUE[;KEY=VALUE...]`` with those overrides added;
-``-o`` overrides apply to every row. One seed (the recipe's first; 42 for the
+``-o`` overrides apply to every row; a row whose overrides do not fit its recipe
+(e.g. an xLSTM option on SASRec) says so and the others still run. One seed (the recipe's first; 42 for the
 built-in one), checkpoints and runs in a temporary folder.
 
 Each row: seconds per training epoch (median), training tokens/s (supervised
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from rich.table import Table
 
 from seqrec_core import hookimpl
 from seqrec_core.data import load_dataset
+from seqrec_core.errors import SeqrecError
 from seqrec_core.plugins import load_plugins
 from seqrec_core.recipe import load_recipe
 from seqrec_core.run import resolve_device
@@ -223,7 +226,11 @@ def main(argv=None) -> list[dict]:
     rows = []
     for path in args.recipes or [None]:
         for variant, extra in args.variants if path is not None else args.variants[:1]:
-            row = run_one(registry, path, [*args.overrides, *extra], args, out)
+            try:
+                row = run_one(registry, path, [*args.overrides, *extra], args, out)
+            except SeqrecError as exc:  # e.g. a variant's key that this recipe's model lacks
+                row = {"recipe": Path(path).stem if path else "built-in", "error": str(exc)}
+                print(f"{row['recipe']} / {variant}: {exc}", file=sys.stderr)
             rows.append({"variant": variant, **row})
     cuda = torch.cuda.is_available() and (args.device or "auto") != "cpu"
     name = torch.cuda.get_device_name() if cuda else f"CPU x{torch.get_num_threads()}"
@@ -235,6 +242,9 @@ def main(argv=None) -> list[dict]:
     for c in cols:
         table.add_column(c, justify="right")
     for r in rows:
+        if "error" in r:
+            table.add_row(r["recipe"], r["variant"], *[""] * (len(cols) - 3), "error: see above")
+            continue
         table.add_row(
             r["recipe"],
             r["variant"],

@@ -75,3 +75,17 @@ def test_builtin_config_on_a_sasrec_file(bench, monkeypatch, tmp_path):
     assert (row["recipe"], row["variant"], row["model"]) == ("built-in", "as shipped", "sasrec")
     assert set(row["config"].split(", ")) == {"max_len=200", "dim=64", "blocks=2", "heads=1"}
     assert row["epochs"] == 2 and row["to_best_s"] <= row["total_s"]
+
+
+def test_a_variant_that_does_not_fit_a_recipe_is_reported_and_the_rest_run(
+    bench, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
+    argv = [str(ROOT / "recipes" / "quickstart.yaml"), "--device", "cpu", "--epochs", "1"]
+    argv += ["-o", "dataset.n_users=80", "-o", "dataset.n_items=30", "-o", "model.dim=8"]
+    argv += ["--variant", "chunk=model.chunk_size=32", "--variant", "ok=train.eval_every=1"]
+    rows = bench.main(argv)
+    assert [r["variant"] for r in rows] == ["as shipped", "chunk", "ok"]
+    assert "chunk_size" in rows[1]["error"] and "error" not in rows[2]
+    captured = capsys.readouterr()
+    assert "quickstart / chunk:" in captured.err and "error: see above" in captured.out
