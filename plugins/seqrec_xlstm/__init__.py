@@ -248,9 +248,13 @@ class XLSTM(SequentialModel):
                 _pass_kernel_args(layer.train_backend, layer.inference_backend, self.options)
             layer.mlstm_backend = layer.train_backend
         self._kernel_device = kind
-        log.info(
-            "xLSTM: %s mLSTM kernels (%s) on %s", kind, KERNELS[kind]["chunkwise_kernel"], device
-        )
+        if not torch.compiler.is_compiling():  # a log call inside torch.compile breaks the graph
+            log.info(
+                "xLSTM: %s mLSTM kernels (%s) on %s",
+                kind,
+                KERNELS[kind]["chunkwise_kernel"],
+                device,
+            )
 
     def _set_mode(self, mode: str) -> None:
         """``train``: chunkwise kernels over whole sequences; ``inference``:
