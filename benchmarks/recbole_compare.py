@@ -413,7 +413,7 @@ def run_recbole(args, recipe, work: Path) -> dict[str, Any]:
 
         trainer._train_epoch = timed_train_epoch
         # Keep the best weights in memory instead of RecBole's pickled checkpoint file
-        # (loading it would need torch.load(weights_only=False)).
+        # (reading that back would mean unpickling it, which seqrec never does).
         best: dict = {}
 
         def keep_best(epoch, *a, net=model, **kw):

@@ -126,7 +126,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name.strip(), overrides
 
 
-def builtin_config(args, out: Path) -> dict:
+def builtin_config(args) -> dict:
     model = {"name": args.model}
     if args.model == "sasrec":
         model.update(max_len=200, dim=64, blocks=2, dropout=0.2)
@@ -145,8 +145,6 @@ def builtin_config(args, out: Path) -> dict:
             "seeds": [42],
         },
         "eval": {"ks": [10], "metrics": ["hr", "ndcg"]},
-        "callbacks": [],
-        "output": {"runs_dir": str(out / "runs"), "checkpoints_dir": str(out / "ckpt")},
     }
 
 
@@ -165,7 +163,7 @@ def run_one(registry, path: str | None, overrides: list[str], args, out: Path) -
         path,
         registry,
         overrides=[*extra, *overrides],
-        data=None if path is not None else builtin_config(args, out),
+        data=None if path is not None else builtin_config(args),
     )
     data = load_dataset(recipe, registry)
     device = resolve_device(recipe.train.device)
