@@ -20,8 +20,9 @@ Each row: seconds per training epoch (median), training tokens/s (supervised
 positions), peak GPU memory, epochs run (best), **seconds to the best epoch**
 (from the start of training to the end of the best epoch's validation) and the
 whole fit (all epochs, validation, checkpoints, final evaluation) split into
-training steps / per-epoch validation / the rest (checkpoint writes, callbacks,
-the final evaluation, setup), and test HR@10
+training steps / per-epoch validation / the rest, the rest again split into the
+start (setup before the first step), between epochs (checkpoint writes,
+callbacks) and the end (best checkpoint loaded, final evaluation), and test HR@10
 / NDCG@10 of the best epoch under both protocols (U: all items; F: the user's
 history filtered out). For SASRec and xLSTM on ML-1M (6,040 users, 3,416
 items) the last column compares with the performance issue's plain-PyTorch
@@ -34,6 +35,7 @@ both NDCG@10 are.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -70,6 +72,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.start: float | None = None
+        self.end: float | None = None
         self.epochs: list[dict] = []
 
     @hookimpl
@@ -79,6 +82,20 @@ class Recorder:
     @hookimpl
     def on_epoch_end(self, run, event):
         self.epochs.append(event)
+
+    @hookimpl
+    def on_fit_end(self, run, event):
+        self.end = event["time"]
+
+    def other_split(self, other: float) -> tuple[float, float, float]:
+        """``other`` (the fit's time outside training steps and validation) in three
+        parts: between epochs (checkpoint writes, callbacks), after the last epoch
+        (loading the best checkpoint, the final evaluation), and the rest, which is
+        the start (setup before the first step)."""
+        ends = [e["time"] for e in self.epochs]
+        between = sum(b - a - e["epoch_time"] for a, b, e in zip(ends, ends[1:], self.epochs[1:]))
+        end = self.end - ends[-1] if ends and self.end is not None else 0.0
+        return other - between - end, between, end
 
     def seconds_to(self, epoch: int) -> float:
         """From the start of training to the end of ``epoch`` (its validation included)."""
@@ -106,6 +123,12 @@ def parse(argv=None) -> argparse.Namespace:
         default=[],
         metavar="NAME=KEY=VALUE[;KEY=VALUE]",
         help="also train each recipe with these overrides (a row named NAME)",
+    )
+    p.add_argument(
+        "--json",
+        default=None,
+        help="also write the rows to this file, rewritten after each run (a run cut short by a "
+        "time limit keeps the rows before it)",
     )
     args = p.parse_args(argv)
     try:
@@ -200,6 +223,7 @@ def run_one(registry, path: str | None, overrides: list[str], args, out: Path) -
         "NDCG@10 F": test["NDCG@10/F"],
     }
     row["other_s"] = row["total_s"] - row["train_s"] - row["valid_s"]
+    row["setup_s"], row["between_s"], row["final_s"] = rec.other_split(row["other_s"])
     row["vs_plain"] = verdict(row) if (data.n_users, data.n_items) == ML1M_SIZE else ""
     return row
 
@@ -230,12 +254,23 @@ def main(argv=None) -> list[dict]:
                 row = {"recipe": Path(path).stem if path else "built-in", "error": str(exc)}
                 print(f"{row['recipe']} / {variant}: {exc}", file=sys.stderr)
             rows.append({"variant": variant, **row})
+            if "error" not in row:
+                print(
+                    f"{row['recipe']} / {variant}: {row['epochs']} epochs (best "
+                    f"{row['best_epoch']}), {row['total_s']:.1f} s, NDCG@10 U "
+                    f"{row['NDCG@10 U']:.4f} F {row['NDCG@10 F']:.4f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows, indent=1))
     cuda = torch.cuda.is_available() and (args.device or "auto") != "cpu"
     name = torch.cuda.get_device_name() if cuda else f"CPU x{torch.get_num_threads()}"
     data = Path(args.data).name if args.data else "the recipes' data"
     table = Table(title=f"time to a converged model on {data}, {name}")
     cols = ["recipe", "variant", "model", "config", "s/epoch (train)", "tokens/s"]
     cols += ["peak GPU GiB", "epochs (best)", "to best s", "total s (train / valid / other)"]
+    cols += ["other: start / between epochs / end"]
     cols += ["HR@10 U", "NDCG@10 U", "HR@10 F", "NDCG@10 F", "vs plain PyTorch"]
     for c in cols:
         table.add_column(c, justify="right")
@@ -254,6 +289,7 @@ def main(argv=None) -> list[dict]:
             f"{r['epochs']} ({r['best_epoch']})",
             f"{r['to_best_s']:.1f}",
             f"{r['total_s']:.1f} ({r['train_s']:.1f} / {r['valid_s']:.1f} / {r['other_s']:.1f})",
+            f"{r['setup_s']:.1f} / {r['between_s']:.1f} / {r['final_s']:.1f}",
             *(f"{r[k]:.4f}" for k in ("HR@10 U", "NDCG@10 U", "HR@10 F", "NDCG@10 F")),
             r["vs_plain"],
         )

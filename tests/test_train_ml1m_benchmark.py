@@ -4,6 +4,7 @@ and the verdict against the performance issue's plain-PyTorch reference."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,12 @@ def test_recipe_rows_as_shipped_and_per_variant(bench, monkeypatch, tmp_path, ca
     argv = [str(ROOT / "recipes" / "quickstart.yaml"), "--device", "cpu", "--epochs", "3"]
     argv += ["-o", "dataset.n_users=150", "-o", "dataset.n_items=40", "-o", "model.dim=8"]
     argv += ["--variant", "wide=model.dim=16; train.eval_every=3"]
+    argv += ["--json", str(tmp_path / "rows.json")]
     rows = bench.main(argv)
+    saved = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["variant"], r["total_s"], r["NDCG@10 F"]) for r in saved] == [
+        (r["variant"], r["total_s"], r["NDCG@10 F"]) for r in rows
+    ]
     assert [(r["recipe"], r["variant"]) for r in rows] == [
         ("quickstart", "as shipped"),
         ("quickstart", "wide"),
@@ -36,6 +42,9 @@ def test_recipe_rows_as_shipped_and_per_variant(bench, monkeypatch, tmp_path, ca
         assert 0 < r["to_best_s"] <= r["total_s"]
         assert r["train_s"] > 0 and r["valid_s"] > 0 and r["other_s"] > 0
         assert r["train_s"] + r["valid_s"] + r["other_s"] == pytest.approx(r["total_s"])
+        parts = r["setup_s"], r["between_s"], r["final_s"]
+        assert all(p > 0 for p in parts)  # every epoch writes a checkpoint; the end evaluates
+        assert sum(parts) == pytest.approx(r["other_s"])
         assert 0 <= r["NDCG@10 U"] <= r["HR@10 U"] <= 1
         assert r["vs_plain"] == ""  # not ML-1M: no comparison with its reference
     assert rows[1]["best_epoch"] == 3  # validated every 3 epochs: only the last counts
