@@ -409,6 +409,8 @@ def run_recbole(args, recipe, work: Path) -> dict[str, Any]:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
+            # progress, so a run cut off by a time limit still shows its epochs
+            print(f"RecBole training epoch {len(times)}: {times[-1]:.2f} s", flush=True)
             return loss
 
         trainer._train_epoch = timed_train_epoch
