@@ -12,6 +12,11 @@ to titles, without the recipe file or the dataset files:
 
 Every write goes to a temporary file in the same directory and is renamed into
 place, so a crash never leaves a half-written checkpoint behind.
+
+:class:`CheckpointWriter` takes a snapshot of the tensors (host copies) and the
+metadata (JSON text) when a checkpoint is submitted and writes the file in a
+background thread, in submission order, so training does not wait for the
+serialisation and the disk.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import json
 import os
 import platform
 import tempfile
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,19 +87,118 @@ def item_metadata(data: Any) -> dict[str, Any]:
 def save_checkpoint(
     path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 ) -> Path:
-    path = Path(path)
+    """Write a checkpoint now (the caller waits)."""
+    return write_snapshot(Path(path), snapshot(tensors, copy=False), _meta_text(meta))
+
+
+def snapshot(tensors: dict[str, torch.Tensor], copy: bool = True) -> dict[str, torch.Tensor]:
+    """Contiguous host tensors with the values of ``tensors`` now. Device tensors
+    are copied without a synchronisation each, then every device involved is
+    synchronised once; host tensors are cloned when ``copy`` (training goes on
+    changing them while a background write reads the snapshot)."""
+    out: dict[str, torch.Tensor] = {}
+    devices: set[torch.device] = set()
+    for key, value in tensors.items():
+        value = value.detach()
+        if value.device.type == "cpu":
+            out[key] = value.clone(memory_format=torch.contiguous_format) if copy else value
+        else:
+            out[key] = value.contiguous().to("cpu", non_blocking=True)
+            devices.add(value.device)
+    for device in devices:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def _meta_text(meta: dict[str, Any]) -> str:
+    return json.dumps({"format": FORMAT, "versions": versions(), **meta})
+
+
+def write_snapshot(path: Path, flat: dict[str, torch.Tensor], meta_text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "versions": versions(), **meta}
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(flat, tmp, metadata={META_KEY: json.dumps(meta)})
+        save_file(flat, tmp, metadata={META_KEY: meta_text})
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class CheckpointWriter:
+    """Checkpoints written in a background thread, one at a time, in the order
+    they were submitted.
+
+    :meth:`submit` snapshots the tensors and the metadata at once (the caller
+    may change them right after) and queues the write; ``done`` — e.g. emitting
+    a ``checkpoint_saved`` event — runs in the caller's thread once the file is
+    in place, from the next :meth:`submit`, :meth:`poll` or :meth:`flush`. A
+    write that failed raises :class:`CheckpointWriteError` (naming the file)
+    from the next of those calls; the file it would have replaced is untouched.
+    At most ``max_pending`` writes wait: a submit beyond that first waits for the
+    oldest, so host memory holds at most that many snapshots. With
+    ``background=False`` every submit writes before it returns (``train.
+    async_checkpoints: false``)."""
+
+    def __init__(self, background: bool = True, max_pending: int = 2) -> None:
+        self.background = background
+        self.max_pending = max(1, max_pending)
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="seqrec-checkpoint") if background else None
+        )
+        self._pending: deque[tuple[Future, Path, Callable[[], None] | None]] = deque()
+
+    def submit(
+        self,
+        path: str | Path,
+        tensors: dict[str, torch.Tensor],
+        meta: dict[str, Any],
+        done: Callable[[], None] | None = None,
+    ) -> None:
+        self.poll()
+        path = Path(path)
+        flat, text = snapshot(tensors, copy=self.background), _meta_text(meta)
+        if self._pool is None:
+            write_snapshot(path, flat, text)
+            if done is not None:
+                done()
+            return
+        while len(self._pending) >= self.max_pending:
+            self._finish_oldest()
+        self._pending.append((self._pool.submit(write_snapshot, path, flat, text), path, done))
+
+    def poll(self) -> None:
+        """Finish the writes that are done (their ``done`` callbacks run, in order)."""
+        while self._pending and self._pending[0][0].done():
+            self._finish_oldest()
+
+    def flush(self) -> None:
+        """Wait for every queued write; their ``done`` callbacks run, in order."""
+        while self._pending:
+            self._finish_oldest()
+
+    def close(self) -> None:
+        """Wait for the queued writes and stop the thread (callbacks of writes
+        still queued are not run: use :meth:`flush` first for those)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pending.clear()
+
+    def _finish_oldest(self) -> None:
+        future, path, done = self._pending.popleft()
+        try:
+            future.result()
+        except Exception as exc:
+            raise CheckpointWriteError(f"writing {path}: {exc}") from exc
+        if done is not None:
+            done()
+
+
+class CheckpointWriteError(SeqrecError):
+    """A background checkpoint write failed."""
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

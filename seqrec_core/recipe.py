@@ -143,6 +143,12 @@ class TrainSection(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="bf16 autocast on CUDA (always fp32 on CPU)")
     compile: bool = False
+    async_checkpoints: bool = Field(
+        True,
+        description="write checkpoints in a background thread (a snapshot is taken at the "
+        "epoch's end; the checkpoint_saved event follows once the file is in place); false: "
+        "training waits for each write",
+    )
     cuda_graphs: bool = Field(
         True,
         description="on one CUDA GPU with the ce loss: replay each training step's forward and "

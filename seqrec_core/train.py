@@ -18,8 +18,10 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -616,6 +618,7 @@ class Trainer:
         # False for model selection (seqrec tune): the fit never touches the test split.
         self.evaluate_test = evaluate_test
         self.stopper = EarlyStopping(self.cfg.monitor, self.cfg.patience)
+        self._writer = ckpt_io.CheckpointWriter(background=False)  # fit() sets the recipe's
         self.history: list[dict[str, Any]] = []
 
     # -------------------------------------------------------------- helpers
@@ -714,7 +717,13 @@ class Trainer:
         ckpt_io.save_checkpoint(path, tensors, {"kind": "histories", **meta})
 
     def _save_last(
-        self, epoch: int, optimizer, schedule, gen: torch.Generator, finished: bool
+        self,
+        epoch: int,
+        optimizer,
+        schedule,
+        gen: torch.Generator,
+        finished: bool,
+        done: Callable[[], None] | None = None,
     ) -> None:
         tensors = self._weights()
         opt_tensors, opt_info = ckpt_io.optimizer_tensors(optimizer)
@@ -734,7 +743,7 @@ class Trainer:
             "world_size": self.world.size,
             "grad_accum": self.cfg.grad_accum,
         }
-        ckpt_io.save_checkpoint(self.last_path, tensors, meta)
+        self._writer.submit(self.last_path, tensors, meta, done=done)
 
     def _sync_epoch(self, error: BaseException | None, what: str) -> None:
         """End-of-epoch agreement: every rank learns whether rank 0's writes
@@ -756,6 +765,7 @@ class Trainer:
         )
         status = "failed"
         result = FitResult(self.ctx.name, self.seed, status, 0, math.nan)
+        self._writer = ckpt_io.CheckpointWriter(background=self.cfg.async_checkpoints)
         try:
             result = self._fit(bus, resume, t_start)
             status = result.status
@@ -775,6 +785,7 @@ class Trainer:
                     total_time=time.perf_counter() - t_start,
                     params=self.model.num_parameters(),
                 )
+            self._writer.close()  # a run that stops early still gets its queued files
             bus.close()
 
     def _fit(self, bus: EventBus, resume: bool, t_start: float) -> FitResult:
@@ -1004,14 +1015,36 @@ class Trainer:
             )
 
             def save_epoch(epoch=epoch, metrics=metrics, improved=improved) -> None:
+                # Queued (train.async_checkpoints): an earlier write's error raises here,
+                # and each checkpoint_saved event follows once its file is in place.
                 if improved:
-                    ckpt_io.save_checkpoint(
-                        self.best_path, self._weights(), self._meta("best", epoch, metrics)
+                    self._writer.submit(
+                        self.best_path,
+                        self._weights(),
+                        self._meta("best", epoch, metrics),
+                        done=partial(
+                            bus.emit,
+                            "checkpoint_saved",
+                            kind="best",
+                            path=str(self.best_path),
+                            epoch=epoch,
+                        ),
                     )
-                    bus.emit("checkpoint_saved", kind="best", path=str(self.best_path), epoch=epoch)
                 finished = self.stopper.should_stop or epoch == epochs
-                self._save_last(epoch, optimizer, schedule, gen, finished)
-                bus.emit("checkpoint_saved", kind="last", path=str(self.last_path), epoch=epoch)
+                self._save_last(
+                    epoch,
+                    optimizer,
+                    schedule,
+                    gen,
+                    finished,
+                    done=partial(
+                        bus.emit,
+                        "checkpoint_saved",
+                        kind="last",
+                        path=str(self.last_path),
+                        epoch=epoch,
+                    ),
+                )
 
             if world.enabled:
                 error = None
@@ -1053,6 +1086,7 @@ class Trainer:
             status = "early_stopped"
         del step_module, graph_steps  # drops DDP's hooks and buffers, the graphs' memory
 
+        distributed.on_main(self._writer.flush, "writing the last checkpoints")
         # Final numbers come from the best checkpoint (rank 0 reads it, then
         # sends the weights to the others: no shared filesystem needed).
         best = distributed.on_main(

@@ -839,3 +839,112 @@ def test_a_run_sharing_its_gpu_hands_evaluation_memory_back(
         assert cached < 2**25, cached  # < 32 MiB left in the cache
     else:
         assert cached >= 50 * 2**20, cached  # the score block's memory stays cached
+
+
+# ------------------------------------------------------------------ background checkpoints
+
+
+def test_background_writer_saves_the_values_at_submit_time(tmp_path, monkeypatch):
+    import threading
+
+    release = threading.Event()
+    real = ckpt_io.write_snapshot
+
+    def held(path, flat, text):  # the write starts only after training changed the tensors
+        release.wait(10)
+        return real(path, flat, text)
+
+    monkeypatch.setattr(ckpt_io, "write_snapshot", held)
+    writer = ckpt_io.CheckpointWriter()
+    weights = torch.arange(4.0)
+    history = [{"epoch": 1}]
+    writer.submit(tmp_path / "a.safetensors", {"w": weights}, {"history": history})
+    weights.add_(100.0)  # an optimizer step, in place
+    history.append({"epoch": 2})
+    assert not (tmp_path / "a.safetensors").exists()
+    release.set()
+    writer.flush()
+    writer.close()
+    ckpt = ckpt_io.load_checkpoint(tmp_path / "a.safetensors")
+    assert torch.equal(ckpt.tensors["w"], torch.arange(4.0))
+    assert ckpt.meta["history"] == [{"epoch": 1}]
+
+
+def test_background_writer_reports_in_order_and_after_the_file_exists(tmp_path):
+    writer = ckpt_io.CheckpointWriter(max_pending=1)
+    seen = []
+
+    def done(name):
+        return lambda: seen.append((name, (tmp_path / name).is_file()))
+
+    writer.submit(tmp_path / "a", {"w": torch.zeros(2)}, {}, done=done("a"))
+    # max_pending=1: this submit first waits for "a", whose callback runs here
+    writer.submit(tmp_path / "b", {"w": torch.ones(2)}, {}, done=done("b"))
+    assert seen == [("a", True)]
+    writer.flush()
+    assert seen == [("a", True), ("b", True)]
+    writer.close()
+
+
+def test_a_failed_background_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    writer = ckpt_io.CheckpointWriter()
+    path = tmp_path / "last.safetensors"
+    writer.submit(path, {"w": torch.zeros(2)}, {"epoch": 1})
+    writer.flush()
+    real = ckpt_io.write_snapshot
+
+    def full(p, flat, text):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ckpt_io, "write_snapshot", full)
+    called = []
+    writer.submit(path, {"w": torch.ones(2)}, {"epoch": 2}, done=lambda: called.append(2))
+    with pytest.raises(ckpt_io.CheckpointWriteError, match=r"last.safetensors: No space left"):
+        writer.flush()
+    assert called == []  # no checkpoint_saved for a file that was not written
+    monkeypatch.setattr(ckpt_io, "write_snapshot", real)
+    writer.close()
+    kept = ckpt_io.load_checkpoint(path)
+    assert kept.meta["epoch"] == 1 and torch.equal(kept.tensors["w"], torch.zeros(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]  # no temp file left
+
+
+def test_background_and_foreground_checkpoints_are_the_same_files(registry, tmp_path):
+    from seqrec_core.events import read_events
+
+    runs = {}
+    for flag in (True, False):
+        root = tmp_path / str(flag)
+        recipe = make_recipe(registry, root, train__epochs=3, train__async_checkpoints=flag)
+        data = load_dataset(recipe, registry)
+        Trainer(recipe, registry, data, 0, "t", torch.device("cpu")).fit()
+        events = list(read_events(root / "runs/t/events.jsonl"))
+        saved = [(e["kind"], e["epoch"]) for e in events if e["event"] == "checkpoint_saved"]
+        assert [epoch for kind, epoch in saved if kind == "last"] == [1, 2, 3]
+        assert [e["event"] for e in events][-1] == "fit_end"
+        runs[flag] = (
+            ckpt_io.load_checkpoint(root / "ckpt/t/last.safetensors"),
+            ckpt_io.load_checkpoint(root / "ckpt/t/best.safetensors"),
+            sorted(saved),
+        )
+    (last_a, best_a, saved_a), (last_s, best_s, saved_s) = runs[True], runs[False]
+    assert saved_a == saved_s
+    assert last_a.tensors.keys() == last_s.tensors.keys()
+    for name, value in last_s.tensors.items():
+        assert torch.equal(last_a.tensors[name], value), name
+    assert last_a.meta["trainer"]["history"] == last_s.meta["trainer"]["history"]
+    assert best_a.meta["epoch"] == best_s.meta["epoch"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_snapshot_of_gpu_tensors_is_a_host_copy_taken_now():
+    x = torch.randn(1000, 256, device="cuda")
+    view = x.t()  # not contiguous
+    expected = x.cpu()
+    snap = ckpt_io.snapshot({"x": x, "view": view, "step": torch.tensor(3.0, device="cuda")})
+    x.mul_(2.0)  # queued on the stream right after the copies
+    torch.cuda.synchronize()
+    assert all(t.device.type == "cpu" and t.is_contiguous() for t in snap.values())
+    assert torch.equal(snap["x"], expected) and torch.equal(snap["view"], expected.t())
+    assert snap["step"].item() == 3.0
