@@ -92,23 +92,21 @@ def save_checkpoint(
 
 
 def snapshot(tensors: dict[str, torch.Tensor], copy: bool = True) -> dict[str, torch.Tensor]:
-    """Contiguous host tensors with the values of ``tensors`` now. Device tensors
-    are copied without a synchronisation each, then every device involved is
-    synchronised once; host tensors are cloned when ``copy`` (training goes on
-    changing them while a background write reads the snapshot)."""
+    """Contiguous host tensors with the values of ``tensors`` now; host tensors
+    are cloned when ``copy`` (training goes on changing them while a background
+    write reads the snapshot). Device tensors are copied into ordinary (pageable)
+    host memory: a pinned buffer would be released by the writer thread through
+    CUDA calls, which a CUDA-graph capture in the training thread does not allow."""
     out: dict[str, torch.Tensor] = {}
-    devices: set[torch.device] = set()
     for key, value in tensors.items():
         value = value.detach()
-        if value.device.type == "cpu":
-            out[key] = value.clone(memory_format=torch.contiguous_format) if copy else value
+        if value.device.type != "cpu":
+            out[key] = value.to("cpu").contiguous()
+        elif copy:
+            out[key] = value.clone(memory_format=torch.contiguous_format)
         else:
-            out[key] = value.contiguous().to("cpu", non_blocking=True)
-            devices.add(value.device)
-    for device in devices:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    return {k: v.contiguous() for k, v in out.items()}
+            out[key] = value.contiguous()
+    return out
 
 
 def _meta_text(meta: dict[str, Any]) -> str:

@@ -25,7 +25,9 @@ the training lifecycle (tox style)::
       ├─ on_epoch_start
       │    ├─ on_batch_end            (every train.log_every batches, and the last)
       ├─ on_validation_end            (after each full-ranking validation)
-      ├─ on_checkpoint_saved          (best/last written)
+      ├─ on_checkpoint_saved          (best/last written; with train.async_checkpoints
+      │                                 an epoch's come once its files are in place,
+      │                                 from a later epoch or before on_fit_end)
       ├─ on_epoch_end
       ├─ on_early_stop                (only when patience runs out)
     on_fit_end                        (always, with final test metrics)
@@ -158,8 +160,11 @@ class CallbackSpec:
 
     @hookspec
     def on_checkpoint_saved(self, run: Any, event: dict) -> None:
-        """A checkpoint file was written atomically. ``event``: kind
-        (``best``/``last``), path, epoch."""
+        """A checkpoint file was written atomically (it is in place when this
+        runs). ``event``: kind (``best``/``last``), path, epoch — the epoch whose
+        weights it holds: with ``train.async_checkpoints`` (the default) the file
+        is written in the background, so this hook may run during a later epoch
+        (always before ``on_fit_end``)."""
 
     @hookspec
     def on_early_stop(self, run: Any, event: dict) -> None:
