@@ -93,7 +93,8 @@ class Recorder:
         (loading the best checkpoint, the final evaluation), and the rest, which is
         the start (setup before the first step)."""
         ends = [e["time"] for e in self.epochs]
-        between = sum(b - a - e["epoch_time"] for a, b, e in zip(ends, ends[1:], self.epochs[1:]))
+        pairs = zip(ends[:-1], ends[1:], self.epochs[1:], strict=True)
+        between = sum(b - a - e["epoch_time"] for a, b, e in pairs)
         end = self.end - ends[-1] if ends and self.end is not None else 0.0
         return other - between - end, between, end
 
