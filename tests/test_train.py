@@ -594,12 +594,23 @@ def test_embedding_init_option_changes_only_the_embedding_scale():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(
-    "name, buckets",
-    [("sasrec", 1), ("bert4rec", 1), ("lstm", 1), ("xlstm", 1), ("sasrec", 3), ("bert4rec", 3)],
+    "name, buckets, background",
+    [
+        ("sasrec", 1, True),
+        ("bert4rec", 1, True),
+        ("lstm", 1, True),
+        ("xlstm", 1, True),
+        ("xlstm", 1, False),
+        ("sasrec", 3, True),
+        ("bert4rec", 3, True),
+    ],
 )
-def test_cuda_graph_training_equals_eager_training(monkeypatch, tmp_path, name, buckets):
+def test_cuda_graph_training_equals_eager_training(
+    monkeypatch, tmp_path, name, buckets, background
+):
     """Same kernels, same order: per-epoch losses and final metrics of a run
-    replayed from CUDA graphs match the eager run (fp32, no dropout)."""
+    replayed from CUDA graphs match the eager run (fp32, no dropout), with
+    checkpoints written in the background (the default) or not."""
     import warnings
 
     from helpers import model_registry
@@ -630,6 +641,7 @@ def test_cuda_graph_training_equals_eager_training(monkeypatch, tmp_path, name, 
             train__amp=False,
             train__cuda_graphs=graphs,
             train__length_buckets=buckets,
+            train__async_checkpoints=background,
         )
         data = load_dataset(recipe, registry)
         rec = Recorder()
