@@ -387,3 +387,55 @@ def test_pool_shares_the_cores_and_the_gpus_between_its_processes(tmp_path, monk
     monkeypatch.setenv("OMP_NUM_THREADS", "5")
     launch_pool(commands[:1], 3, tmp_path / "logs", poll_s=0.01)
     assert json.loads((tmp_path / "p0.json").read_text())["OMP_NUM_THREADS"] == "5"
+
+
+def test_a_base_axis_gives_each_value_its_own_recipe(tmp_path, registry):
+    fast = {**BASE, "train": {**BASE["train"], "epochs": 1, "lr": 0.02}}
+    slow = {**BASE, "train": {**BASE["train"], "epochs": 3}, "model": {**BASE["model"], "dim": 16}}
+    (tmp_path / "recipes").mkdir()
+    for name, recipe in (("fast", fast), ("slow", slow)):
+        (tmp_path / "recipes" / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
+    path = write_sweep(
+        tmp_path,
+        base=None,
+        overrides={"train.batch_size": 16},
+        grid={"base": ["recipes/fast.yaml", "recipes/slow.yaml"], "model.blocks": [1, 2]},
+        seeds=[1],
+    )
+    sweep = load_sweep(path)
+    cells = expand(sweep)
+    assert [c.name for c in cells] == [
+        "t-fast-blocks1-seed1",
+        "t-fast-blocks2-seed1",
+        "t-slow-blocks1-seed1",
+        "t-slow-blocks2-seed1",
+    ]
+    assert cells[0].labels == {"base": "fast", "blocks": "1"}
+    recipes = [cell_recipe(sweep, c, registry) for c in cells]
+    # each cell keeps its recipe's own settings; the sweep's overrides and axes apply to all
+    assert [r.train.epochs for r in recipes] == [1, 1, 3, 3]
+    assert [r.train.lr for r in recipes] == [0.02, 0.02, 0.01, 0.01]
+    assert [r.model_options.dim for r in recipes] == [8, 8, 16, 16]
+    assert [r.model_options.blocks for r in recipes] == [1, 2, 1, 2]
+    assert {r.train.batch_size for r in recipes} == {16}
+    result = run_sweep(load_sweep(path), registry, Console(quiet=True))
+    assert len(result.ran) == 4
+    rows = list(csv.DictReader((tmp_path / "report" / "cells.csv").open()))
+    assert sorted(r["base"] for r in rows) == ["fast", "fast", "slow", "slow"]
+    epochs = {
+        r["cell"]: json.loads((tmp_path / "runs" / r["cell"] / "metrics.json").read_text())
+        for r in rows
+    }
+    assert {c: m["epochs_run"] for c, m in epochs.items()}["t-slow-blocks2-seed1"] == 3
+
+
+def test_base_axis_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(BASE))
+    with pytest.raises(SeqrecError, match=r"grid.base: recipe missing.yaml not found"):
+        load_sweep(write_sweep(tmp_path, base=None, grid={"base": ["a.yaml", "missing.yaml"]}))
+    with pytest.raises(SeqrecError, match=r"grid.base: \{'name': 'x'\} is not a recipe path"):
+        load_sweep(write_sweep(tmp_path, base=None, grid={"base": [{"name": "x"}]}))
+    with pytest.raises(SeqrecError, match="both 'base:' and 'grid.base'"):
+        load_sweep(write_sweep(tmp_path, grid={"base": ["a.yaml"]}))
+    with pytest.raises(SeqrecError, match="base: missing"):
+        load_sweep(write_sweep(tmp_path, base=None, grid={"model.dim": [8]}))

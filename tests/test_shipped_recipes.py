@@ -85,6 +85,37 @@ def registry():
 
 # ------------------------------------------------------------------ every recipe validates
 
+SWEEPS = sorted((RECIPES / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_every_cell_of_every_shipped_sweep_validates(registry, path):
+    from seqrec_core.research.sweep import cell_recipe, expand, load_sweep
+
+    sweep = load_sweep(path)
+    cells = expand(sweep)
+    assert cells and len({c.name for c in cells}) == len(cells)
+    for cell in cells:
+        recipe = cell_recipe(sweep, cell, registry)
+        assert recipe.name == cell.name and recipe.train.seeds == [cell.seed]
+
+
+def test_rq1_trains_each_model_with_its_own_recipe(registry):
+    from seqrec_core.research.sweep import cell_recipe, expand, load_sweep
+
+    sweep = load_sweep(RECIPES / "sweeps" / "rq1_fractions.yaml")
+    full = {
+        cell.labels["base"]: cell_recipe(sweep, cell, registry)
+        for cell in expand(sweep)
+        if cell.labels["user_fraction"] == "1.0" and cell.seed == 42
+    }
+    assert sorted(full) == [f"ml1m_{m}" for m in sorted(MODELS)]
+    for label, recipe in full.items():
+        own = load_recipe(RECIPES / f"{label}.yaml", registry)
+        assert recipe.model_options == own.model_options
+        assert recipe.train.epochs == own.train.epochs and recipe.train.lr == own.train.lr
+        assert recipe.train.eval_every == 5
+
 
 @pytest.mark.parametrize("path", ALL_RECIPES, ids=[p.stem for p in ALL_RECIPES])
 def test_recipe_validates(registry, path):

@@ -13,6 +13,15 @@ A sweep file (``recipes/sweeps/*.yaml``; ``docs/research.md``)::
       model.dim: [64, 128, 256]
     seeds: [42, 123, 2023]           # each seed is its own cell (and run)
 
+A grid axis ``base:`` takes the place of the top-level ``base:`` and makes the
+recipe itself an axis — each value a recipe file, labelled by its file name —
+so models compared in one table each keep their own recipe (training schedule,
+regularisation), with the other axes and ``overrides:`` applied to all::
+
+    grid:
+      base: [../ml1m_sasrec.yaml, ../ml1m_bert4rec.yaml]
+      dataset.user_fraction: [0.25, 1.0]
+
 Each cell is the base recipe with the overrides (shorter keys first, so a
 section is replaced before one of its keys is set), ``train.seeds=[seed]`` and a
 deterministic name built from the value labels, e.g.
@@ -55,6 +64,9 @@ from seqrec_core.research.pool import launch_pool, seqrec_command
 
 FINISHED = ("completed", "early_stopped")
 LABEL_KEY = "_label"  # in a mapping value of a grid axis: its label in cell names and tables
+#: The grid axis whose values are base recipes (paths relative to the sweep file): each
+#: model with its own recipe, e.g. its own training schedule.
+BASE_AXIS = "base"
 COST_COLUMNS = (
     "concurrent_runs",
     "params",
@@ -103,7 +115,7 @@ class PlotSpec(_Strict):
 class SweepFile(_Strict):
     name: str | None = None
     description: str = ""
-    base: str | dict[str, Any]
+    base: str | dict[str, Any] | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
@@ -128,6 +140,7 @@ class Axis:
     column: str  # table column / name part
     values: list[Any]
     labels: list[str]
+    paths: list[Path] | None = None  # the base axis: its recipes, resolved
 
     @property
     def section(self) -> bool:
@@ -140,6 +153,7 @@ class Cell:
     seed: int
     labels: dict[str, str]  # axis column → value label
     overrides: list[str]  # "key=<json>", in application order
+    base: Path | None = None  # this cell's base recipe (grid.base), else the sweep's
 
 
 @dataclass
@@ -185,6 +199,27 @@ def value_labels(values: Sequence[Any]) -> list[str]:
     return labels
 
 
+def _base_recipes(path: Path, values: Sequence[Any], lines: dict) -> tuple[list[Path], list[str]]:
+    """The base axis' recipe files (relative to the sweep file) and their labels
+    (file names without ``.yaml``)."""
+    line = lines.get(("grid", BASE_AXIS), 1)
+    paths = []
+    for v in values:
+        if not isinstance(v, str):
+            raise SeqrecError(
+                f"{path}:{line}: grid.base: {v!r} is not a recipe path; expected a list of "
+                "recipe files, e.g. [../ml1m_sasrec.yaml, ../ml1m_xlstm.yaml]"
+            )
+        resolved = (path.parent / v).resolve()
+        if not resolved.is_file():
+            raise SeqrecError(
+                f"{path}:{line}: grid.base: recipe {v} not found (looked at {resolved})"
+            )
+        paths.append(resolved)
+    labels = [p.name.removesuffix(".yaml").removesuffix(".yml") for p in paths]
+    return paths, labels
+
+
 def _columns(keys: Sequence[str]) -> list[str]:
     short = [k.rsplit(".", 1)[-1] for k in keys]
     return [s if short.count(s) == 1 else k for s, k in zip(short, keys, strict=True)]
@@ -226,6 +261,19 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
         Axis(key=key, column=col, values=list(values), labels=value_labels(values))
         for (key, values), col in zip(spec.grid.items(), cols, strict=True)
     ]
+    base_axis = next((a for a in axes if a.key == BASE_AXIS), None)
+    if base_axis is not None:
+        base_axis.paths, base_axis.labels = _base_recipes(path, base_axis.values, lines)
+        if spec.base is not None:
+            raise SeqrecError(
+                f"{path}:{lines.get(('base',), 1)}: base: both 'base:' and 'grid.base' are "
+                "given; keep one (grid.base: a list of recipes, one per value)"
+            )
+    elif spec.base is None:
+        raise SeqrecError(
+            f"{path}: base: missing; name a recipe (base: ../ml1m_sasrec.yaml), write one "
+            "inline, or give grid.base a list of recipes"
+        )
     for a in axes:
         if len(set(a.labels)) != len(a.labels):
             raise SeqrecError(
@@ -276,8 +324,9 @@ def expand(sweep: Sweep) -> list[Cell]:
         labels = {a.column: label for a, _, label in chosen}
         parts = [label if a.section else f"{a.column}{label}" for a, _, label in chosen]
         settings = [kv for k, v in sweep.spec.overrides.items() for kv in _settings(k, v)]
-        settings += [kv for a, v, _ in chosen for kv in _settings(a.key, v)]
+        settings += [kv for a, v, _ in chosen if a.paths is None for kv in _settings(a.key, v)]
         settings.sort(key=lambda kv: kv[0].count("."))  # stable: sections first
+        base = next((a.paths[a.values.index(v)] for a, v, _ in chosen if a.paths is not None), None)
         for seed in sweep.spec.seeds:
             name = reports.slug("-".join([sweep.name, *parts, f"seed{seed}"]))
             overrides = [_override(k, v) for k, v in settings]
@@ -287,7 +336,7 @@ def expand(sweep: Sweep) -> list[Cell]:
                 _override("output.runs_dir", str(sweep.runs_dir)),
                 _override("output.checkpoints_dir", str(sweep.checkpoints_dir)),
             ]
-            cells.append(Cell(name, seed, labels, overrides))
+            cells.append(Cell(name, seed, labels, overrides, base))
     names = [c.name for c in cells]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
@@ -297,8 +346,9 @@ def expand(sweep: Sweep) -> list[Cell]:
 
 def cell_recipe(sweep: Sweep, cell: Cell, registry: Registry) -> Recipe:
     base = sweep.spec.base
-    if sweep.base_path is not None:
-        return load_recipe(sweep.base_path, registry, cell.overrides)
+    path = cell.base or sweep.base_path
+    if path is not None:
+        return load_recipe(path, registry, cell.overrides)
     return load_recipe(sweep.source, registry, cell.overrides, data=dict(base))  # type: ignore[arg-type]
 
 
