@@ -775,6 +775,14 @@ class Trainer:
             raise
         finally:
             if status in ("failed", "interrupted"):
+                # A run that stops early still gets its queued checkpoint files (and
+                # their checkpoint_saved events) before its fit_end.
+                try:
+                    self._writer.flush()
+                except Exception as exc:  # the error that stopped the run matters more
+                    warnings.warn(f"{exc} (while stopping)", stacklevel=1)
+            self._writer.close()
+            if status in ("failed", "interrupted"):
                 bus.emit(
                     "fit_end",
                     status=status,
@@ -785,7 +793,6 @@ class Trainer:
                     total_time=time.perf_counter() - t_start,
                     params=self.model.num_parameters(),
                 )
-            self._writer.close()  # a run that stops early still gets its queued files
             bus.close()
 
     def _fit(self, bus: EventBus, resume: bool, t_start: float) -> FitResult:
@@ -1017,33 +1024,21 @@ class Trainer:
             def save_epoch(epoch=epoch, metrics=metrics, improved=improved) -> None:
                 # Queued (train.async_checkpoints): an earlier write's error raises here,
                 # and each checkpoint_saved event follows once its file is in place.
+                def saved(kind: str, path: Path) -> Callable[[], None]:
+                    return partial(
+                        bus.emit, "checkpoint_saved", kind=kind, path=str(path), epoch=epoch
+                    )
+
                 if improved:
                     self._writer.submit(
                         self.best_path,
                         self._weights(),
                         self._meta("best", epoch, metrics),
-                        done=partial(
-                            bus.emit,
-                            "checkpoint_saved",
-                            kind="best",
-                            path=str(self.best_path),
-                            epoch=epoch,
-                        ),
+                        done=saved("best", self.best_path),
                     )
                 finished = self.stopper.should_stop or epoch == epochs
                 self._save_last(
-                    epoch,
-                    optimizer,
-                    schedule,
-                    gen,
-                    finished,
-                    done=partial(
-                        bus.emit,
-                        "checkpoint_saved",
-                        kind="last",
-                        path=str(self.last_path),
-                        epoch=epoch,
-                    ),
+                    epoch, optimizer, schedule, gen, finished, done=saved("last", self.last_path)
                 )
 
             if world.enabled:

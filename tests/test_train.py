@@ -960,3 +960,36 @@ def test_snapshot_of_gpu_tensors_is_a_host_copy_taken_now():
     assert all(t.device.type == "cpu" and t.is_contiguous() for t in snap.values())
     assert torch.equal(snap["x"], expected) and torch.equal(snap["view"], expected.t())
     assert snap["step"].item() == 3.0
+
+
+class StopAtEpoch2:
+    name = "stop_at_epoch_2"
+
+    @hookimpl
+    def on_epoch_start(self, run, event):
+        if event["epoch"] == 2:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_writes_its_queued_checkpoints_before_fit_end(
+    registry, tmp_path, monkeypatch
+):
+    import time as time_mod
+
+    real = ckpt_io.write_snapshot
+
+    def slow(path, flat, text):  # still writing when training is interrupted
+        time_mod.sleep(0.3)
+        return real(path, flat, text)
+
+    monkeypatch.setattr(ckpt_io, "write_snapshot", slow)
+    recipe = make_recipe(registry, tmp_path, train__epochs=3)
+    data = load_dataset(recipe, registry)
+    rec = Recorder()
+    trainer = Trainer(recipe, registry, data, 0, "i", torch.device("cpu"), [StopAtEpoch2(), rec])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert rec.end["status"] == "interrupted"
+    assert [(e["kind"], e["epoch"]) for e in rec.saved] == [("best", 1), ("last", 1)]
+    last = ckpt_io.load_checkpoint(trainer.last_path)
+    assert last.meta["trainer"]["epoch"] == 1
