@@ -35,7 +35,10 @@ taken from the same resolved recipe:
   Hit]``, ``topk: [10]``, ``valid_metric: NDCG@10``;
 * both run exactly ``--epochs`` epochs (early stopping off: RecBole's
   ``stopping_step`` and seqrec's ``train.patience`` are set past the end), validate
-  every epoch, and are tested with the weights of the best validation epoch.
+  every epoch, and are tested with the weights of the best validation epoch. An
+  epoch is not the same work in both (below), so for a converged comparison give
+  RecBole its own count: ``--recbole-opt epochs=30 --recbole-opt stopping_step=31``
+  (the table's "epochs (best)" column shows each library's).
 
 What stays different, because RecBole has no knob for it: RecBole's SASRec is
 post-LayerNorm, fp32 (its ``enable_amp`` is fp16 without a scaler, left off), with
@@ -488,7 +491,7 @@ def report(rows: list[dict], args, console: Console) -> None:
     first = rows[0]
     table = Table(
         title=f"SASRec on {Path(args.data).name} ({first['users']} users, {first['items']} "
-        f"items), {device_name(args.device)}, {args.epochs} epoch(s)"
+        f"items), {device_name(args.device)}"
     )
     cols = ["library", "s/epoch (train)", "speed-up", "targets/epoch", "epochs (best)"]
     cols += ["NDCG@10 F", "HR@10 F", "NDCG@10 U", "HR@10 U"]

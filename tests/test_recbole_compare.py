@@ -169,3 +169,18 @@ def test_both_libraries_one_epoch(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "RecBole" in printed and "speed-up" in printed
     assert list(cwd.iterdir()) == []  # the script ran RecBole in its own temporary folder
+
+
+def test_recbole_trains_its_own_number_of_epochs(tmp_path, monkeypatch):
+    pytest.importorskip("recbole")
+    bench = load_script()
+    if bench.recbole_missing():
+        pytest.skip(f"RecBole installed but not importable ({bench.recbole_missing()})")
+    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    data = tiny_file(tmp_path / "tiny.txt")
+    argv = ["--data", str(data), "--device", "cpu", "--epochs", "1", *TINY]
+    argv += ["--recbole-opt", "epochs=2", "--recbole-opt", "stopping_step=3"]
+    seqrec, recbole = bench.main(argv)["rows"]
+    assert (seqrec["epochs"], recbole["epochs"]) == (1, 2)
+    assert len(recbole["epoch_times"]) == 2
