@@ -8,7 +8,8 @@
 #    training / validation / the rest, NDCG@10 U and F, met / not met against the
 #    plain-PyTorch reference): as shipped, the short schedule (SASRec 75 epochs, xLSTM 50,
 #    validation every 5), and the short schedule with train.compile twice — the first
-#    run fills the compile cache (cold), the second uses it (warm);
+#    run fills the compile cache (cold), the second uses it (warm); SASRec also with
+#    length buckets (position-weighted steps);
 # 2. xLSTM training throughput by TFLA chunk size (L=200 is padded to a chunk multiple:
 #    208 at 16, 224 at 32, 256 at 64), eager / CUDA graph / compiled
 #    (benchmarks/train_throughput.py).
@@ -42,6 +43,7 @@ part converge_sasrec python benchmarks/train_ml1m.py recipes/ml1m_sasrec.yaml --
   --variant "short=$SHORT_SASREC" \
   --variant "short+compile (cold)=$SHORT_SASREC;train.compile=true" \
   --variant "short+compile (warm)=$SHORT_SASREC;train.compile=true" \
+  --variant "short+buckets=$SHORT_SASREC;train.length_buckets=4" \
   --json "$OUT/converge_sasrec.json"
 
 SHORT_XLSTM='train.epochs=50;train.eval_every=5;train.patience=100'

@@ -158,8 +158,10 @@ class TrainSection(_Section):
         1,
         ge=1,
         description="one process: batches of windows of similar length, cut at their bucket's "
-        "width (N evenly spaced widths) so padding is not computed; 1 = off (random batches). "
-        "With train.cuda_graphs: one graph per width, sharing the gradient tensors",
+        "width (N evenly spaced widths) so padding is not computed; each step's loss is "
+        "weighted by its positions over the average step's, so every position weighs the "
+        "same as in random batches; 1 = off (random batches). With train.cuda_graphs: one "
+        "graph per width, sharing the gradient tensors",
     )
     log_every: int | None = Field(
         None,

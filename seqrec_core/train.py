@@ -332,6 +332,11 @@ class GraphStep:
     ``None``. Dropout draws from the default CUDA generator, which graphs
     advance on every replay. If capture fails (a model doing host work in
     ``encode``), :attr:`failed` says why and calls keep running eagerly.
+
+    With ``weighted`` (length buckets) each call passes a ``weight`` for the
+    step's loss (a device scalar, copied into a static buffer the graph reads):
+    the gradients are those of ``weight ×`` the mean loss; the returned loss is
+    the unweighted mean.
     """
 
     WARMUP = 3
@@ -344,9 +349,11 @@ class GraphStep:
         device,
         amp: bool,
         grads: SharedGrads | None = None,
+        weighted: bool = False,
     ):
         self.step = step
         self.amp = amp
+        self.weight = torch.ones((), device=device) if weighted else None
         self.grads = grads or SharedGrads(step.model)
         self.grads.users.append(self)
         self.inputs = torch.zeros(batch, width, dtype=torch.long, device=device)
@@ -361,11 +368,17 @@ class GraphStep:
         self.grads.zero()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             loss = self.step(self.inputs, None, self.targets)
-        loss.backward()
+        (loss if self.weight is None else loss * self.weight).backward()
         return loss.detach()
 
-    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, inputs: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The step's mean loss (a device tensor; no host sync)."""
+        if (weight is None) != (self.weight is None):
+            raise ValueError("a weighted GraphStep takes a weight with every call, others none")
+        if weight is not None:
+            self.weight.copy_(weight)
         n = inputs.shape[0]
         self.inputs[:n].copy_(inputs)
         self.targets[:n].copy_(targets)
@@ -414,6 +427,7 @@ def backward_step(
     world: distributed.World,
     amp: bool = False,
     total_tokens: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward of one optimizer step; gradients are left in ``.grad``.
 
@@ -427,6 +441,9 @@ def backward_step(
     ``total_tokens``: the step's position count over all ranks, if the caller
     knows it (saves a collective); otherwise it is summed over ranks here.
 
+    ``weight`` (one process, one micro-batch: length buckets): the gradients are
+    those of ``weight ×`` the mean loss; the returned loss is the unweighted mean.
+
     Returns the step's mean loss and position count over all ranks, as device
     tensors: nothing here waits for the GPU. The caller checks the loss (every
     ``train.log_every`` steps); with several ranks every rank holds the same
@@ -439,8 +456,10 @@ def backward_step(
         # One process, no accumulation: the plain step.
         with autocast:
             loss = step(micro[0].inputs, micro[0].sel, micro[0].targets)
-        loss.backward()
+        (loss if weight is None else loss * weight).backward()
         return loss.detach(), counts[0]
+    if weight is not None:
+        raise ValueError("backward_step: weight is for one process and one micro-batch")
     comm = distributed.comm_device()
     if total_tokens is None:
         total = torch.stack(counts).sum().double().reshape(1).to(comm)
@@ -824,6 +843,16 @@ class Trainer:
             lengths = lengths.to(self.device)
         # Supervised positions per window, known in advance for the causal objective.
         tokens_of = None if masked else window_tokens(starts, ends, width)
+        # Bucketed batches hold very different numbers of positions (a batch of short
+        # windows a fraction of one of long windows). Each step's mean loss is weighted
+        # by its positions over the average step's, so every position weighs the same,
+        # as in random batches; unweighted, short windows' positions counted several
+        # times more (measured: 0.132 vs 0.148 NDCG@10 on ML-1M). Masked objectives
+        # weight by window positions (their expected masked count is proportional).
+        bucket_weights: torch.Tensor | None = None
+        if widths:
+            bucket_weights = (tokens_of if tokens_of is not None else lengths).float()
+            bucket_weights = bucket_weights / (bucket_weights.sum() / batches)
 
         optimizer = build_optimizer(cfg, model, self.device) if trainable else None
         self.ctx.optimizer = optimizer
@@ -938,10 +967,11 @@ class Trainer:
                 try:
                     if graph_steps is None:  # graph steps zero their shared grads in place
                         optimizer.zero_grad(set_to_none=True)
-                    w, parts = width, None
+                    w, parts, weight = width, None, None
                     if plan is not None:
                         w, idx = plan[b]
                         parts = [idx]
+                        weight = bucket_weights[idx].sum()
                     if graph_steps is not None:
                         (idx,) = parts or step_slices(order, b, cfg.batch_size, world, accum)
                         inputs, targets = dense_batch(
@@ -951,10 +981,10 @@ class Trainer:
                         if graph is None:  # first batch of this width: its own graph
                             graph = graph_steps[inputs.shape[1]] = GraphStep(
                                 step_module, cfg.batch_size, inputs.shape[1], self.device, amp,
-                                shared_grads,
+                                shared_grads, weighted=weight is not None,
                             )  # fmt: skip
                         n_tok = (targets != 0).sum()
-                        loss_value = graph(inputs, targets)
+                        loss_value = graph(inputs, targets, weight)
                     else:
                         micro = [
                             make_micro_batch(
@@ -970,7 +1000,9 @@ class Trainer:
                             # Every rank knows the whole global batch: no collective needed.
                             total = tokens_of[global_batch(order, b, cfg.batch_size, world, accum)]
                             total = total.sum()
-                        loss_value, n_tok = backward_step(step_module, micro, world, amp, total)
+                        loss_value, n_tok = backward_step(
+                            step_module, micro, world, amp, total, weight
+                        )
                     batch_losses[b] = loss_value
                     window_tokens_dev += n_tok
                     if cfg.grad_clip:

@@ -30,11 +30,14 @@ from seqrec_core.train import (
     LRSchedule,
     SharedGrads,
     Trainer,
+    backward_step,
     bucket_widths,
     dense_batch,
     gather_windows,
     length_plan,
+    make_micro_batch,
     window_bounds,
+    window_tokens,
 )
 
 
@@ -751,6 +754,52 @@ def test_training_with_length_buckets(registry, tmp_path):
     assert result.test["NDCG@10"] > 0
 
 
+def test_a_weighted_step_has_the_weighted_gradients_and_the_plain_loss(registry, tmp_path):
+    from seqrec_core import distributed
+
+    model, step, width, windows = _sasrec_step(registry, tmp_path)
+    batch = make_micro_batch(model, windows(torch.arange(8), width))
+    one = distributed.World()
+    plain_loss, plain_n = backward_step(step, [batch], one)
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    loss, n = backward_step(step, [batch], one, weight=torch.tensor(0.25))
+    assert float(loss) == pytest.approx(float(plain_loss)) and int(n) == int(plain_n)
+    for p, g in zip(model.parameters(), plain, strict=True):
+        assert torch.allclose(p.grad, 0.25 * g, atol=1e-7)
+    with pytest.raises(ValueError, match="one micro-batch"):
+        backward_step(step, [batch, batch], one, weight=torch.tensor(1.0))
+
+
+def test_bucketed_steps_weigh_every_position_the_same(registry, tmp_path, monkeypatch):
+    """With length buckets each step's mean loss is weighted by its supervised
+    positions over the average step's: per position the same weight in every
+    batch, and the weights of an epoch add up to its number of steps."""
+    import seqrec_core.train as train_mod
+
+    seen = []
+    real = train_mod.backward_step
+
+    def recording(step, micro, world, amp=False, total=None, weight=None):
+        seen.append((float(weight), int(micro[0].count)))
+        return real(step, micro, world, amp, total, weight)
+
+    monkeypatch.setattr(train_mod, "backward_step", recording)
+    recipe = make_recipe(registry, tmp_path, train__epochs=2, train__length_buckets=3)
+    data = load_dataset(recipe, registry)
+    Trainer(recipe, registry, data, 0, "w", torch.device("cpu")).fit()
+    width = recipe.model_options.max_len + 1
+    starts, ends = (torch.from_numpy(a) for a in window_bounds(data, width, "last"))
+    positions = int(window_tokens(starts, ends, width).sum())
+    steps = len(seen) // 2
+    per_step = positions / steps
+    counts = sorted({n for _, n in seen})
+    assert counts[0] * 2 < counts[-1]  # the buckets really differ in positions
+    for weight, n in seen:
+        assert weight == pytest.approx(n / per_step, rel=1e-5)
+    assert sum(w for w, _ in seen[:steps]) == pytest.approx(steps, rel=1e-5)
+
+
 def _sasrec_step(registry, tmp_path):
     """A seeded SASRec on the test data, its training step, the causal window width
     and ``windows(idx, w)``: those training windows cut at width ``w``."""
@@ -993,3 +1042,32 @@ def test_an_interrupted_run_writes_its_queued_checkpoints_before_fit_end(
     assert [(e["kind"], e["epoch"]) for e in rec.saved] == [("best", 1), ("last", 1)]
     last = ckpt_io.load_checkpoint(trainer.last_path)
     assert last.meta["trainer"]["epoch"] == 1
+
+
+def test_masked_model_trains_with_weighted_length_buckets(monkeypatch, tmp_path):
+    """BERT4Rec's masked positions are drawn per batch, so its bucket weights
+    are the windows' positions; a bucketed fit runs and learns."""
+    from helpers import model_registry
+
+    import seqrec_bert4rec
+    import seqrec_core.train as train_mod
+
+    registry = model_registry(monkeypatch, tmp_path, seqrec_bert4rec)
+    weights = []
+    real = train_mod.backward_step
+
+    def recording(step, micro, world, amp=False, total=None, weight=None):
+        weights.append(float(weight))
+        return real(step, micro, world, amp, total, weight)
+
+    monkeypatch.setattr(train_mod, "backward_step", recording)
+    model = {"name": "bert4rec", "max_len": 16, "dim": 16, "blocks": 1, "heads": 2}
+    recipe = make_recipe(registry, tmp_path, model=model, train__epochs=4, train__length_buckets=3)
+    data = load_dataset(recipe, registry)
+    rec = Recorder()
+    result = Trainer(recipe, registry, data, 0, "m", torch.device("cpu"), [rec]).fit()
+    steps = len(weights) // 4
+    assert sum(weights[:steps]) == pytest.approx(steps, rel=1e-5)
+    assert min(weights) < 0.8 < 1.2 < max(weights)  # short and long buckets weigh differently
+    assert rec.epochs[-1]["train_loss"] < rec.epochs[0]["train_loss"]
+    assert 0 < result.test["NDCG@10"] <= 1
