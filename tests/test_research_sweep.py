@@ -437,5 +437,9 @@ def test_base_axis_errors(tmp_path):
         load_sweep(write_sweep(tmp_path, base=None, grid={"base": [{"name": "x"}]}))
     with pytest.raises(SeqrecError, match="both 'base:' and 'grid.base'"):
         load_sweep(write_sweep(tmp_path, grid={"base": ["a.yaml"]}))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.yaml").write_text(yaml.safe_dump(BASE))
+    with pytest.raises(SeqrecError, match="two recipes have the same file name"):
+        load_sweep(write_sweep(tmp_path, base=None, grid={"base": ["a.yaml", "other/a.yaml"]}))
     with pytest.raises(SeqrecError, match="base: missing"):
         load_sweep(write_sweep(tmp_path, base=None, grid={"model.dim": [8]}))

@@ -217,6 +217,11 @@ def _base_recipes(path: Path, values: Sequence[Any], lines: dict) -> tuple[list[
             )
         paths.append(resolved)
     labels = [p.name.removesuffix(".yaml").removesuffix(".yml") for p in paths]
+    if len(set(labels)) != len(labels):
+        raise SeqrecError(
+            f"{path}:{line}: grid.base: two recipes have the same file name ({labels}); "
+            "their cells and table rows are named after it — rename one"
+        )
     return paths, labels
 
 
