@@ -184,3 +184,19 @@ def test_recbole_trains_its_own_number_of_epochs(tmp_path, monkeypatch):
     seqrec, recbole = bench.main(argv)["rows"]
     assert (seqrec["epochs"], recbole["epochs"]) == (1, 2)
     assert len(recbole["epoch_times"]) == 2
+
+
+def test_recbole_stops_at_its_time_limit_and_is_tested(tmp_path, monkeypatch):
+    pytest.importorskip("recbole")
+    bench = load_script()
+    if bench.recbole_missing():
+        pytest.skip(f"RecBole installed but not importable ({bench.recbole_missing()})")
+    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    data = tiny_file(tmp_path / "tiny.txt")
+    argv = ["--data", str(data), "--device", "cpu", "--epochs", "1", "--skip-seqrec", *TINY]
+    argv += ["--recbole-opt", "epochs=50", "--recbole-time-limit", "1e-9"]
+    (recbole,) = bench.main(argv)["rows"]
+    assert recbole["stopped_by_time_limit"] and recbole["epochs"] == 1
+    assert recbole["best_epoch"] == 1
+    assert 0 <= recbole["NDCG@10 U"] <= recbole["NDCG@10 F"] <= 1
