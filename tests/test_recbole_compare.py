@@ -171,14 +171,20 @@ def test_both_libraries_one_epoch(tmp_path, monkeypatch, capsys):
     assert list(cwd.iterdir()) == []  # the script ran RecBole in its own temporary folder
 
 
-def test_recbole_trains_its_own_number_of_epochs(tmp_path, monkeypatch):
+@pytest.fixture
+def recbole_run(tmp_path, monkeypatch):
+    """The script, with RecBole importable (else skip), and a tiny data file."""
     pytest.importorskip("recbole")
     bench = load_script()
     if bench.recbole_missing():
         pytest.skip(f"RecBole installed but not importable ({bench.recbole_missing()})")
     monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    data = tiny_file(tmp_path / "tiny.txt")
+    return bench, tiny_file(tmp_path / "tiny.txt")
+
+
+def test_recbole_trains_its_own_number_of_epochs(recbole_run):
+    bench, data = recbole_run
     argv = ["--data", str(data), "--device", "cpu", "--epochs", "1", *TINY]
     argv += ["--recbole-opt", "epochs=2", "--recbole-opt", "stopping_step=3"]
     seqrec, recbole = bench.main(argv)["rows"]
@@ -186,14 +192,8 @@ def test_recbole_trains_its_own_number_of_epochs(tmp_path, monkeypatch):
     assert len(recbole["epoch_times"]) == 2
 
 
-def test_recbole_stops_at_its_time_limit_and_is_tested(tmp_path, monkeypatch):
-    pytest.importorskip("recbole")
-    bench = load_script()
-    if bench.recbole_missing():
-        pytest.skip(f"RecBole installed but not importable ({bench.recbole_missing()})")
-    monkeypatch.setenv("SEQREC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    data = tiny_file(tmp_path / "tiny.txt")
+def test_recbole_stops_at_its_time_limit_and_is_tested(recbole_run):
+    bench, data = recbole_run
     argv = ["--data", str(data), "--device", "cpu", "--epochs", "1", "--skip-seqrec", *TINY]
     argv += ["--recbole-opt", "epochs=50", "--recbole-time-limit", "1e-9"]
     (recbole,) = bench.main(argv)["rows"]
