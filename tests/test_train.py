@@ -656,8 +656,15 @@ def test_cuda_graph_training_equals_eager_training(
             )
         assert not [w for w in caught if "CUDA graph capture failed" in str(w.message)]
         losses.append([e["train_loss"] for e in rec.epochs])
-    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
-    assert results[0].test["NDCG@10"] == pytest.approx(results[1].test["NDCG@10"], abs=2e-3)
+    # The first epoch agrees to 1e-3 for every model. xLSTM's exponential gates
+    # then amplify rounding differences between eager and replayed kernels (TF32
+    # tl.dot in TFLA): on an H200 its third epoch differed by 3.4e-3 in one run
+    # of two, so later xLSTM epochs get 1e-2 (a broken replay is off by far more).
+    later = 1e-2 if name == "xlstm" else 1e-3
+    assert losses[0][0] == pytest.approx(losses[1][0], rel=1e-3), losses
+    assert losses[0][1:] == pytest.approx(losses[1][1:], rel=later), losses
+    ndcg = [r.test["NDCG@10"] for r in results]
+    assert ndcg[0] == pytest.approx(ndcg[1], abs=2e-3 if name != "xlstm" else 1e-2), ndcg
 
 
 def test_zero_epochs_evaluates_the_initial_model(registry, tmp_path):

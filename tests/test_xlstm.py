@@ -75,6 +75,23 @@ def test_length_not_a_multiple_of_the_chunk_size_changes_nothing():
         assert torch.allclose(a.encode(seq), b.encode(seq), atol=1e-5)
 
 
+def test_kernel_length_meets_each_kernels_rule():
+    # native kernels: whole chunks
+    assert [X.kernel_length(n, 16, "native") for n in (16, 40, 200)] == [16, 48, 208]
+    assert X.kernel_length(40, 48, "native") == 48
+    # Triton TFLA: below 128 one power-of-two chunk of at least 16, else whole chunks
+    lengths = {n: X.kernel_length(n, 16, "triton") for n in (5, 40, 56, 104, 120, 152, 200)}
+    assert lengths == {5: 16, 40: 64, 56: 64, 104: 128, 120: 128, 152: 160, 200: 208}
+    assert X.kernel_length(200, 64, "triton") == 256
+    assert X.kernel_length(50, 64, "triton") == 64
+
+
+def test_a_chunk_size_the_triton_kernels_cannot_run_is_refused():
+    m = model(chunk_size=48, kernel="triton")
+    with pytest.raises(ValueError, match="model.chunk_size 48 .* use 16, 32 or a multiple of 64"):
+        m.encode(torch.tensor([[1, 2, 3]]))
+
+
 def test_native_kernels_on_cpu_are_chosen_and_logged(caplog):
     m = model()
     with caplog.at_level("INFO", logger="seqrec.xlstm"):
@@ -178,6 +195,23 @@ def test_triton_and_native_kernels_agree_on_gpu(slstm_at):
 
 @pytest.mark.gpu
 @cuda
+@pytest.mark.parametrize("width", [40, 56, 104, 152])
+def test_triton_kernels_take_every_length_bucket_width(width):
+    """Length buckets cut windows of any multiple of 8; the Triton kernels take
+    only some lengths (see kernel_length), so the model pads to one."""
+    native = model(dim=64, heads=2, chunk_size=16, max_len=200, kernel="native").cuda()
+    triton = model(dim=64, heads=2, chunk_size=16, max_len=200, kernel="triton").cuda()
+    triton.load_state_dict(native.state_dict())
+    seqs = torch.randint(1, 61, (4, width), device="cuda")
+    seqs[:2, : width // 3] = 0
+    with torch.no_grad():
+        a, b = native.encode(seqs), triton.encode(seqs)
+    assert b.shape == (4, width, 64)
+    assert ((a - b).abs().max() / a.abs().max()).item() < 5e-3
+
+
+@pytest.mark.gpu
+@cuda
 def test_auto_picks_triton_on_cuda_and_bf16_streaming_agrees():
     m = model(dim=64, heads=2, chunk_size=64, max_len=200).cuda()
     hist = torch.randint(1, 61, (120,)).tolist()
@@ -274,7 +308,7 @@ def test_triton_args_are_validated_and_bound_to_the_triton_kernels_only():
     with pytest.raises(ValueError, match="triton_args"):
         X.XLSTMOptions(triton_args={"num_warp": 2})
     args = {"num_warps_intra": 2, "siz_b_DH_parallel": 16}
-    tri = model(kernel="triton", triton_args=args)
+    tri = model(kernel="triton", chunk_size=16, triton_args=args)
     tri._use_kernels(torch.device("cuda"))  # builds the backends; launches nothing
     layer = tri.blocks[0].mlstm_layer
     assert {k: layer.train_backend._train_fn.keywords[k] for k in args} == args
@@ -291,10 +325,10 @@ def test_triton_args_are_validated_and_bound_to_the_triton_kernels_only():
 def test_triton_kernels_get_the_safe_launch_settings_unless_told_otherwise():
     """The default binds ``num_warps_intra=2`` (mlstm_kernels' own settings crash
     on an H200 at dim >= 128); an empty mapping gives mlstm_kernels' defaults."""
-    tri = model(kernel="triton")
+    tri = model(kernel="triton", chunk_size=16)
     tri._use_kernels(torch.device("cuda"))
     keywords = tri.blocks[0].mlstm_layer.train_backend._train_fn.keywords
     assert keywords["num_warps_intra"] == X.SAFE_TRITON_ARGS["num_warps_intra"] == 2
-    plain = model(kernel="triton", triton_args={})
+    plain = model(kernel="triton", chunk_size=16, triton_args={})
     plain._use_kernels(torch.device("cuda"))
     assert "num_warps_intra" not in plain.blocks[0].mlstm_layer.train_backend._train_fn.keywords

@@ -12,8 +12,9 @@ kernels — and a log line says which. ``kernel`` forces one.
 
 Padding: recurrent blocks must never see padding before the real items (gate
 biases would move the state), so left-padded batches are rolled to right
-padding, zero-padded on the right to a multiple of ``chunk_size`` (the TFLA
-kernels work on whole chunks), run, and rolled back. The model is causal, so
+padding, zero-padded on the right to a multiple of ``chunk_size`` (the kernels
+work on whole chunks; the Triton kernels run windows shorter than 128 as one
+power-of-two chunk, see :func:`kernel_length`), run, and rolled back. The model is causal, so
 trailing padding never changes a real position's output.
 
 Streaming: :meth:`XLSTM.init_state` runs the history once and keeps every
@@ -232,6 +233,12 @@ class XLSTM(SequentialModel):
             kind = "triton" if device.type == "cuda" else "native"
         if self._kernel_device == kind:
             return
+        chunk = self.options.chunk_size
+        if kind == "triton" and chunk not in (16, 32) and chunk % 64:
+            raise ValueError(
+                f"model.chunk_size {chunk} cannot run on the Triton TFLA kernels: "
+                "use 16, 32 or a multiple of 64"
+            )
         from mlstm_kernels.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
 
         for block, slstm in zip(self.blocks, self.is_slstm, strict=True):
@@ -293,19 +300,19 @@ class XLSTM(SequentialModel):
     def _encode(self, seqs: torch.Tensor) -> torch.Tensor:
         seqs = seqs[:, -self.options.max_len :]
         b, n = seqs.shape
-        per_row = self.options.heads * -(-n // self.options.chunk_size)
+        self._use_kernels(seqs.device)
+        total = kernel_length(n, self.options.chunk_size, self._kernel_device)
+        per_row = self.options.heads * -(-total // self.options.chunk_size)
         if b * per_row > self.GRID_ROWS:
             part = max(1, self.GRID_ROWS // per_row)
             return torch.cat([self._encode(p) for p in seqs.split(part)])
-        self._use_kernels(seqs.device)
         self._set_mode("train")
-        # Left padding → right padding (roll each row), then pad to whole chunks.
+        # Left padding → right padding (roll each row), then pad to a length the
+        # kernels take.
         pads = (seqs == 0).sum(1, keepdim=True)
         ar = torch.arange(n, device=seqs.device)
         to_right = (ar[None, :] + pads) % n
         right = seqs.gather(1, to_right)
-        chunk = self.options.chunk_size
-        total = -(-n // chunk) * chunk
         if total != n:
             right = torch.nn.functional.pad(right, (0, total - n))
         x = self.drop(self.item_emb(right))
@@ -377,6 +384,16 @@ class XLSTM(SequentialModel):
         scores = self.score(self.out_norm(x)[0, -1]).float()
         scores[0] = -torch.inf
         return XLSTMState(new, state.length + 1), scores
+
+
+def kernel_length(n: int, chunk: int, kernel: str | None) -> int:
+    """Length a window of ``n`` items is right-padded to for the mLSTM kernels:
+    whole chunks; on the Triton TFLA kernels, which run a window shorter than 128
+    as one chunk of its own length, a power of two of at least 16 below 128."""
+    total = -(-n // chunk) * chunk
+    if kernel == "triton" and total < 128:
+        total = max(16, 1 << (total - 1).bit_length())
+    return total
 
 
 @hookimpl
