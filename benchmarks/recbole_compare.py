@@ -587,6 +587,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.epochs < 1:
         p.error("--epochs must be >= 1")
+    args.data = str(Path(args.data).resolve())  # RecBole runs in its own working folder
     console = Console(width=160)
     work = Path(tempfile.mkdtemp(prefix="seqrec-recbole-"))
     os.environ.setdefault("SEQREC_CACHE", str(work / "cache"))

@@ -194,7 +194,8 @@ def test_recbole_trains_its_own_number_of_epochs(recbole_run):
 
 def test_recbole_stops_at_its_time_limit_and_is_tested(recbole_run):
     bench, data = recbole_run
-    argv = ["--data", str(data), "--device", "cpu", "--epochs", "1", "--skip-seqrec", *TINY]
+    # a path relative to the caller's folder (RecBole runs in another one)
+    argv = ["--data", data.name, "--device", "cpu", "--epochs", "1", "--skip-seqrec", *TINY]
     argv += ["--recbole-opt", "epochs=50", "--recbole-time-limit", "1e-9"]
     (recbole,) = bench.main(argv)["rows"]
     assert recbole["stopped_by_time_limit"] and recbole["epochs"] == 1
