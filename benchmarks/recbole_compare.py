@@ -262,7 +262,7 @@ def seqrec_recipe(args, work: Path):
     return load_recipe(args.recipe, registry, overrides=overrides), registry
 
 
-def run_seqrec(recipe, registry) -> dict[str, Any]:
+def run_seqrec(recipe, registry, settings: list[str] | None = None) -> dict[str, Any]:
     from seqrec_core.data import load_dataset
     from seqrec_core.run import resolve_device
     from seqrec_core.train import Trainer
@@ -276,6 +276,7 @@ def run_seqrec(recipe, registry) -> dict[str, Any]:
     targets = [e["tokens_per_s"] * e["train_time"] for e in rec.epochs]
     out = {
         "library": "seqrec",
+        "settings": list(settings or []),
         "epoch_times": times,
         "s_per_epoch": statistics.median(times) if times else math.nan,
         "targets_per_epoch": round(statistics.median(targets)) if targets else 0,
@@ -477,6 +478,7 @@ def run_recbole(args, recipe, work: Path) -> dict[str, Any]:
     rf = torch.cat(ranks_f).numpy()
     out = {
         "library": "RecBole",
+        "settings": list(args.recbole_opts),
         "epoch_times": times,
         "s_per_epoch": statistics.median(times) if times else math.nan,
         "targets_per_epoch": len(train_data.dataset),
@@ -515,14 +517,15 @@ def report(rows: list[dict], args, console: Console) -> None:
         title=f"SASRec on {Path(args.data).name} ({first['users']} users, {first['items']} "
         f"items), {device_name(args.device)}"
     )
-    cols = ["library", "s/epoch (train)", "speed-up", "targets/epoch", "epochs (best)"]
-    cols += ["NDCG@10 F", "HR@10 F", "NDCG@10 U", "HR@10 U"]
+    cols = ["library", "settings", "s/epoch (train)", "speed-up", "targets/epoch"]
+    cols += ["epochs (best)", "NDCG@10 F", "HR@10 F", "NDCG@10 U", "HR@10 U"]
     for c in cols:
-        table.add_column(c, justify="left" if c == "library" else "right")
+        table.add_column(c, justify="left" if c in ("library", "settings") else "right")
     for r in rows:
         speed = f"{base / r['s_per_epoch']:.1f}x" if base and r["s_per_epoch"] > 0 else "-"
         table.add_row(
             r["library"],
+            " ".join(r.get("settings", [])) or "-",  # rows of older --json files have none
             f"{r['s_per_epoch']:.2f}",
             speed,
             f"{r['targets_per_epoch']:,}",
@@ -600,7 +603,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             Path(args.json).write_text(json.dumps(rows, indent=1))
 
     if not args.skip_seqrec:
-        keep(run_seqrec(recipe, registry))
+        keep(run_seqrec(recipe, registry, args.overrides))
     if not args.skip_recbole:
         missing = recbole_missing()
         if missing is None:

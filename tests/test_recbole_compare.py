@@ -132,10 +132,11 @@ def test_seqrec_only_without_recbole(tmp_path, monkeypatch, capsys):
     )
     (row,) = out["rows"]
     assert row["library"] == "seqrec" and row["epochs"] == 1 and row["users"] == 50
+    assert row["settings"] == TINY[1::2]  # the recipe overrides, shown in the table
     assert row["s_per_epoch"] > 0 and row["targets_per_epoch"] > 0
     assert 0 <= row["NDCG@10 U"] <= row["NDCG@10 F"] <= 1  # F only removes candidates
     printed = capsys.readouterr().out
-    assert "NDCG@10 F" in printed and "seqrec" in printed
+    assert "NDCG@10 F" in printed and "seqrec" in printed and TINY[1] in printed
     again = bench.main(
         ["--data", str(data), "--skip-seqrec", "--skip-recbole"]
         + ["--add-json", str(tmp_path / "rows.json")]
