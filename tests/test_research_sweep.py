@@ -17,10 +17,12 @@ import seqrec_sasrec
 from seqrec_core.errors import SeqrecError
 from seqrec_core.research.reports import PNG_MAGIC
 from seqrec_core.research.sweep import (
+    PlotSpec,
     aggregate,
     cell_recipe,
     expand,
     load_sweep,
+    plot_results,
     run_sweep,
     select,
     value_labels,
@@ -208,6 +210,35 @@ def test_run_resume_and_report(tmp_path, registry, monkeypatch):
     assert "How this was produced" in (report / "README.md").read_text()
     cost = json.loads((tmp_path / "runs" / "t-dim8-seed1" / "cost.json").read_text())
     assert cost["latency_b1_ms"] > 0 and cost["latency_b256_ms"] > 0
+
+
+@pytest.mark.parametrize("kind", ["line", "pareto"])
+def test_line_and_pareto_plots_draw_one_panel_per_facet(tmp_path, monkeypatch, kind):
+    from seqrec_core.research import reports
+
+    figures = []
+    save = reports.save_figure
+    monkeypatch.setattr(
+        reports, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path)
+    )
+    table = [
+        {"base": b, "windows": w, "max_len": n, "NDCG@10": 0.1 * n / 200 + (w == "sliding") * 0.01}
+        for b in ("ml1m_sasrec", "ml1m_xlstm")
+        for w in ("last", "sliding")
+        for n in (32, 200)
+    ]
+    spec = PlotSpec(kind=kind, x="max_len", y="NDCG@10", hue="windows", facet="base")
+    png = plot_results(table, spec, tmp_path, ["base", "windows", "max_len"])
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.name.endswith("_by_base.png")
+    (fig,) = figures
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["base ml1m_sasrec", "base ml1m_xlstm"]
+    for ax in panels:  # one series per hue in every panel, each with its 2 points
+        labels = ax.get_legend_handles_labels()[1]
+        assert {"last", "sliding"} <= set(labels)
+    unfaceted = PlotSpec(kind=kind, x="max_len", y="NDCG@10", hue="windows")
+    plot_results(table, unfaceted, tmp_path, ["windows", "max_len"])
+    assert len(figures[1].axes) == 1
 
 
 def test_cli_dry_run_and_only(tmp_path, registry, monkeypatch, capsys):

@@ -99,8 +99,9 @@ class PlotSpec(_Strict):
     """A figure of the results table.
 
     ``line``: ``y`` (mean ± std) vs ``x``, one line per ``hue``; ``heatmap``: ``value``
-    over the grid axes ``x`` × ``y``, one panel per ``facet``; ``pareto``: ``y`` vs a
-    cost ``x`` per ``hue``, with the Pareto front (higher y, lower x).
+    over the grid axes ``x`` × ``y``; ``pareto``: ``y`` vs a cost ``x`` per ``hue``,
+    with the Pareto front (higher y, lower x). Every kind draws one panel per value
+    of ``facet`` (side by side, one y scale).
     """
 
     kind: Literal["line", "heatmap", "pareto"]
@@ -785,7 +786,21 @@ def plot_results(
     path = out / f"{name}.png"
     if spec.kind == "heatmap":
         return _heatmap(plt, table, spec, value, path)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    facets = sorted({r.get(spec.facet) for r in table} if spec.facet else {None}, key=_sort_key)
+    fig, axes = plt.subplots(
+        1, len(facets), figsize=(6 * len(facets), 4), sharey=True, squeeze=False
+    )
+    for ax, facet in zip(axes[0], facets, strict=True):
+        rows = [r for r in table if spec.facet is None or r.get(spec.facet) == facet]
+        _draw_xy(ax, rows, spec, value)
+        if facet is not None:
+            ax.set_title(f"{spec.facet} {facet}", fontsize=9)
+    axes[0][0].set_ylabel(value)
+    return reports.save_figure(fig, path)
+
+
+def _draw_xy(ax, table: list[dict[str, Any]], spec: PlotSpec, value: str) -> None:
+    """One panel of a line or Pareto plot: ``value`` vs ``spec.x`` per hue."""
     hues = sorted({r.get(spec.hue) for r in table} if spec.hue else {None}, key=_sort_key)
     for hue in hues:
         sel = [r for r in table if spec.hue is None or r.get(spec.hue) == hue]
@@ -816,10 +831,8 @@ def plot_results(
     if spec.logx:
         ax.set_xscale("log")
     ax.set_xlabel(spec.x)
-    ax.set_ylabel(value)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    return reports.save_figure(fig, path)
 
 
 def _heatmap(plt, table, spec: PlotSpec, value: str, path: Path) -> Path:
