@@ -87,9 +87,14 @@ def test_kernel_length_meets_each_kernels_rule():
 
 
 def test_a_chunk_size_the_triton_kernels_cannot_run_is_refused():
-    m = model(chunk_size=48, kernel="triton")
-    with pytest.raises(ValueError, match="model.chunk_size 48 .* use 16, 32 or a multiple of 64"):
-        m.encode(torch.tensor([[1, 2, 3]]))
+    with pytest.raises(ValueError, match="chunk_size 48 .* use 16, 32 or a multiple of 64"):
+        X.XLSTMOptions(chunk_size=48, kernel="triton")
+    X.XLSTMOptions(chunk_size=48, kernel="native")  # the native kernels take any
+    m = model(chunk_size=48)  # kernel auto: refused once a CUDA input picks Triton
+    with pytest.raises(RecipeError, match="model.chunk_size 48 cannot run on the Triton"):
+        m._use_kernels(torch.device("cuda"))
+    m._use_kernels(torch.device("cpu"))
+    assert m.kernel == "native"
 
 
 def test_native_kernels_on_cpu_are_chosen_and_logged(caplog):

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from seqrec_core import hookimpl
+from seqrec_core.errors import RecipeError
 from seqrec_core.model import SequentialModel
 
 log = logging.getLogger("seqrec.xlstm")
@@ -110,6 +111,19 @@ class XLSTMOptions(BaseModel):
         bad = [i for i in self.slstm_at if not 0 <= i < self.blocks]
         if bad:
             raise ValueError(f"slstm_at {bad} outside 0..{self.blocks - 1} (blocks={self.blocks})")
+        if self.kernel == "triton" and not triton_chunk_ok(self.chunk_size):
+            raise ValueError(TRITON_CHUNKS.format(chunk=self.chunk_size))
+
+
+#: The Triton TFLA kernels' chunk sizes (block sizes are powers of two of at least
+#: 16; chunks of 64 and more are split into blocks of 64).
+TRITON_CHUNKS = (
+    "chunk_size {chunk} cannot run on the Triton TFLA kernels: use 16, 32 or a multiple of 64"
+)
+
+
+def triton_chunk_ok(chunk: int) -> bool:
+    return chunk in (16, 32) or chunk % 64 == 0
 
 
 @dataclass
@@ -233,12 +247,8 @@ class XLSTM(SequentialModel):
             kind = "triton" if device.type == "cuda" else "native"
         if self._kernel_device == kind:
             return
-        chunk = self.options.chunk_size
-        if kind == "triton" and chunk not in (16, 32) and chunk % 64:
-            raise ValueError(
-                f"model.chunk_size {chunk} cannot run on the Triton TFLA kernels: "
-                "use 16, 32 or a multiple of 64"
-            )
+        if kind == "triton" and not triton_chunk_ok(self.options.chunk_size):  # kernel: auto
+            raise RecipeError("model." + TRITON_CHUNKS.format(chunk=self.options.chunk_size))
         from mlstm_kernels.torch.backend_module import mLSTMBackend, mLSTMBackendConfig
 
         for block, slstm in zip(self.blocks, self.is_slstm, strict=True):
