@@ -656,10 +656,10 @@ def test_cuda_graph_training_equals_eager_training(
             )
         assert not [w for w in caught if "CUDA graph capture failed" in str(w.message)]
         losses.append([e["train_loss"] for e in rec.epochs])
-    # The first epoch agrees to 1e-3 for every model. xLSTM's exponential gates
-    # then amplify rounding differences between eager and replayed kernels (TF32
-    # tl.dot in TFLA): on an H200 its third epoch differed by 3.4e-3 in one run
-    # of two, so later xLSTM epochs get 1e-2 (a broken replay is off by far more).
+    # The first epoch agrees to 1e-3 for every model. Later xLSTM epochs drift
+    # more: on an H200 its third epoch differed by 3.4e-3 from eager in one run of
+    # two (cause not established: the same kernels should match as the other
+    # models do), so they get 1e-2 — a broken replay is off by far more.
     later = 1e-2 if name == "xlstm" else 1e-3
     assert losses[0][0] == pytest.approx(losses[1][0], rel=1e-3), losses
     assert losses[0][1:] == pytest.approx(losses[1][1:], rel=later), losses
@@ -906,8 +906,9 @@ def test_a_run_sharing_its_gpu_hands_evaluation_memory_back(
         torch.cuda.synchronize()
         return torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
 
-    # Earlier tests' leftovers (CUDA-graph pools of trainers not yet collected,
-    # part-used segments) stay reserved whatever this run does: measure from here.
+    # Earlier tests' leftovers (such as CUDA-graph pools of trainers not yet
+    # collected, or part-used segments) stay reserved whatever this run does:
+    # measure from here.
     gc.collect()
     torch.cuda.empty_cache()
     before = cached()
