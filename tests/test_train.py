@@ -3,6 +3,7 @@ checkpoints, resume, NaN handling, seeds."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 
@@ -897,8 +898,6 @@ def test_a_run_sharing_its_gpu_hands_evaluation_memory_back(
         dataset__n_items=5000,
         eval__batch_size=3000,  # one chunk: a 3000 x 5001 fp32 score block (60 MB)
     )
-    import gc
-
     data = load_dataset(recipe, registry)
     trainer = Trainer(recipe, registry, data, 0, "s", torch.device("cuda"), [])
 
