@@ -211,11 +211,17 @@ def test_triton_kernels_take_every_length_bucket_width(width):
     seqs[:2, : width // 3] = 0
     with torch.no_grad():
         a, b = native.encode(seqs), triton.encode(seqs)
-    # training reads every position, so every position's state is compared
+        sa, sb = native.predict(seqs), triton.predict(seqs)
+    # Training reads the state of every item position (padding's targets are ignored),
+    # so all of those are compared, not only the last one.
     assert b.shape == a.shape == (4, width, 64)
-    # tolerance as in test_triton_and_native_kernels_agree_on_gpu (fp32; TF32 tl.dot)
-    rel = ((a - b).abs().amax((1, 2)) / a.abs().amax((1, 2))).max().item()
-    assert rel < 5e-3, rel
+    real = (seqs != 0)[..., None]
+    diff = ((a - b).abs() * real).amax((1, 2)) / (a.abs() * real).amax((1, 2))
+    # fp32 on both sides, but Triton's tl.dot rounds through TF32: 6.7e-3 was measured
+    # over all positions at width 152 (chunk 16) on an H200; a misplaced pad or a
+    # window read from the wrong end differs by O(1).
+    assert diff.max().item() < 1e-2, diff
+    assert torch.equal(sa.topk(10).indices.sort(1).values, sb.topk(10).indices.sort(1).values)
 
 
 @pytest.mark.gpu
