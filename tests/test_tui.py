@@ -23,12 +23,15 @@ try:
 except ImportError:  # not installed yet: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tui"))
 
-from seqrec_core import gpu as gpu_api
-from seqrec_tui.app import SeqrecApp, build_parser
-from seqrec_tui.dashboard import MetricsTable
-from seqrec_tui.discovery import find_checkpoints, find_recipes, find_runs
-from seqrec_tui.process import parse_overrides
-from seqrec_tui.state import LogFollower, RunState, summarise_log
+# The GPU machine's image has no textual: skip there instead of stopping collection
+# (`pytest -m gpu tests/` then runs every gpu test). CI installs textual.
+pytest.importorskip("textual")
+from seqrec_core import gpu as gpu_api  # noqa: E402
+from seqrec_tui.app import SeqrecApp, build_parser  # noqa: E402
+from seqrec_tui.dashboard import MetricsTable  # noqa: E402
+from seqrec_tui.discovery import find_checkpoints, find_recipes, find_runs  # noqa: E402
+from seqrec_tui.process import parse_overrides  # noqa: E402
+from seqrec_tui.state import LogFollower, RunState, summarise_log  # noqa: E402
 
 SIZE = (80, 24)
 
